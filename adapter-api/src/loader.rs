@@ -1,0 +1,359 @@
+//! Host side: finding and loading plugin libraries.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use abi_stable::{
+    library::{lib_header_from_path, LibraryError},
+    std_types::{RResult, RStr},
+};
+
+use crate::{
+    AdapterError, AdapterPluginRef, ChannelAdapterBox, HostServicesBox, PluginInfo, API_VERSION,
+};
+
+/// Why a plugin library could not be loaded. `Display` is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The plugins folder could not be read.
+    #[error("{}: cannot read the plugins folder: {source}", dir.display())]
+    ReadDir {
+        /// The folder.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a loadable library (missing, truncated, not a shared object).
+    #[error("{}: not a loadable library: {reason}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the dynamic loader said.
+        reason: String,
+    },
+    /// The library loads but exports no DmFlow adapter root module.
+    #[error("{}: not a DmFlow adapter plugin (no abi_stable root module exported)", path.display())]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The plugin was built against an `adapter-api` version this host cannot use.
+    #[error(
+        "{}: incompatible plugin: built against adapter-api {found}, this host needs {expected} \
+         (same major, same or newer minor)",
+        path.display()
+    )]
+    IncompatibleVersion {
+        /// The file.
+        path: PathBuf,
+        /// The host's API version.
+        expected: String,
+        /// The plugin's API version.
+        found: String,
+    },
+    /// The plugin's types do not have the layout the host expects.
+    #[error("{}: incompatible plugin: {summary}", path.display())]
+    IncompatibleLayout {
+        /// The file.
+        path: PathBuf,
+        /// A one-line summary.
+        summary: String,
+        /// abi_stable's full report (long; log it at debug level).
+        full: String,
+    },
+    /// The plugin's root module failed to initialise or described itself wrongly.
+    #[error("{}: plugin failed to initialise: {reason}", path.display())]
+    Init {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+    /// Another library in the folder already declared the same plugin id.
+    #[error("{}: duplicate plugin id {id:?}, already loaded from {}", path.display(), first.display())]
+    DuplicateId {
+        /// The file.
+        path: PathBuf,
+        /// The id both declare.
+        id: String,
+        /// The library loaded first.
+        first: PathBuf,
+    },
+}
+
+impl LoadError {
+    /// The library the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::ReadDir { dir: path, .. }
+            | Self::Open { path, .. }
+            | Self::NotAPlugin { path }
+            | Self::IncompatibleVersion { path, .. }
+            | Self::IncompatibleLayout { path, .. }
+            | Self::Init { path, .. }
+            | Self::DuplicateId { path, .. } => path,
+        }
+    }
+
+    fn from_library(path: &Path, error: LibraryError) -> Self {
+        let path = path.to_path_buf();
+        match error {
+            LibraryError::OpenError { err, .. } => {
+                // The loader's message usually repeats the path; keep one.
+                let reason = err.to_string();
+                let reason = reason
+                    .strip_prefix(&format!("{}: ", path.display()))
+                    .unwrap_or(&reason)
+                    .to_owned();
+                Self::Open { path, reason }
+            }
+            LibraryError::GetSymbolError { .. } => Self::NotAPlugin { path },
+            LibraryError::IncompatibleVersionNumber {
+                expected_version,
+                actual_version,
+                ..
+            } => Self::IncompatibleVersion {
+                path,
+                expected: expected_version.to_string(),
+                found: actual_version.to_string(),
+            },
+            LibraryError::AbiInstability(err) => {
+                let full = err.to_string();
+                Self::IncompatibleLayout {
+                    path,
+                    summary: layout_summary(&full),
+                    full,
+                }
+            }
+            LibraryError::InvalidAbiHeader(header) => Self::IncompatibleLayout {
+                path,
+                summary: format!(
+                    "built with an incompatible abi_stable (library {}.{}, host {}.{})",
+                    header.abi_major,
+                    header.abi_minor,
+                    abi_stable::library::AbiHeader::VALUE.abi_major,
+                    abi_stable::library::AbiHeader::VALUE.abi_minor
+                ),
+                full: String::new(),
+            },
+            other => {
+                let full = other.to_string();
+                Self::Init {
+                    path,
+                    reason: first_line(&full).to_owned(),
+                }
+            }
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown error")
+}
+
+/// abi_stable's layout report runs to hundreds of lines; keep what names the problem.
+fn layout_summary(full: &str) -> String {
+    let interesting = full
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("too many") || l.contains("mismatch") || l.contains("expected")
+        })
+        .unwrap_or_else(|| first_line(full));
+    let mut summary = format!("type layouts differ ({interesting})");
+    if summary.len() > 300 {
+        summary.truncate(300);
+        summary.push('…');
+    }
+    summary
+}
+
+/// A plugin library that loaded and passed the version and layout checks.
+pub struct LoadedPlugin {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// What it says about itself.
+    pub info: PluginInfo,
+    module: AdapterPluginRef,
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// Creates an adapter from settings JSON. The settings may hold secrets: they are
+    /// passed to the plugin and never logged here.
+    pub fn new_adapter(
+        &self,
+        settings_json: &str,
+        host: HostServicesBox,
+    ) -> Result<ChannelAdapterBox, AdapterError> {
+        match (self.module.new_adapter())(RStr::from(settings_json), host) {
+            RResult::ROk(adapter) => Ok(adapter),
+            RResult::RErr(err) => Err(err),
+        }
+    }
+}
+
+/// The outcome of loading a folder: what loaded, and why the rest did not.
+#[derive(Debug, Default)]
+pub struct PluginSet {
+    /// Libraries that loaded, in file-name order.
+    pub plugins: Vec<LoadedPlugin>,
+    /// Libraries that were refused, each with its reason.
+    pub failures: Vec<LoadError>,
+}
+
+impl PluginSet {
+    /// The plugin that declares `id`.
+    pub fn get(&self, id: &str) -> Option<&LoadedPlugin> {
+        self.plugins.iter().find(|p| p.info.id.as_str() == id)
+    }
+}
+
+/// Loads one plugin library, checking its `adapter-api` version and type layouts.
+pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    let header = lib_header_from_path(path).map_err(|e| LoadError::from_library(path, e))?;
+    let module = header
+        .init_root_module::<AdapterPluginRef>()
+        .map_err(|e| LoadError::from_library(path, e))?;
+    let info = (module.info())();
+    if info.id.trim().is_empty() {
+        return Err(LoadError::Init {
+            path: path.to_path_buf(),
+            reason: "the plugin declares an empty id".to_owned(),
+        });
+    }
+    if !compatible(API_VERSION, info.api_version.as_str()) {
+        return Err(LoadError::IncompatibleVersion {
+            path: path.to_path_buf(),
+            expected: API_VERSION.to_owned(),
+            found: info.api_version.to_string(),
+        });
+    }
+    Ok(LoadedPlugin {
+        path: path.to_path_buf(),
+        info,
+        module,
+    })
+}
+
+/// Whether a plugin built against `plugin` can be used by a host built against `host`:
+/// same major, and the plugin's minor at least the host's.
+fn compatible(host: &str, plugin: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    match (parse(host), parse(plugin)) {
+        (Some((hmaj, hmin)), Some((pmaj, pmin))) => hmaj == pmaj && pmin >= hmin,
+        _ => false,
+    }
+}
+
+/// Loads every library in `dir` whose name ends with this platform's suffix (`.so`,
+/// `.dylib`, `.dll`), in file-name order.
+///
+/// Fails only when the folder cannot be read; a library that cannot be loaded is
+/// reported in [`PluginSet::failures`] and the others still load.
+pub fn load_plugins(dir: &Path) -> Result<PluginSet, LoadError> {
+    let read_err = |source| LoadError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        let is_library = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(std::env::consts::DLL_SUFFIX));
+        if is_library && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+
+    let mut set = PluginSet::default();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for path in paths {
+        match load_plugin(&path) {
+            Ok(plugin) => {
+                let id = plugin.info.id.to_string();
+                if let Some(first) = seen.get(&id) {
+                    set.failures.push(LoadError::DuplicateId {
+                        path,
+                        id,
+                        first: first.clone(),
+                    });
+                } else {
+                    seen.insert(id, path);
+                    set.plugins.push(plugin);
+                }
+            }
+            Err(err) => set.failures.push(err),
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_rule_is_same_major_same_or_newer_minor() {
+        assert!(compatible("1.0.0", "1.0.0"));
+        assert!(compatible("1.0.0", "1.3.2"));
+        assert!(compatible("1.2.0", "1.2.9"));
+        assert!(!compatible("1.2.0", "1.1.0"));
+        assert!(!compatible("1.0.0", "2.0.0"));
+        assert!(!compatible("1.0.0", "garbage"));
+    }
+
+    #[test]
+    fn non_library_files_are_refused_with_one_line_each() {
+        let dir = std::env::temp_dir().join(format!("adapter-api-loader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join(format!("notes{}", std::env::consts::DLL_SUFFIX));
+        std::fs::write(&text, "this is not a library").unwrap();
+        std::fs::write(dir.join("README.txt"), "ignored: wrong suffix").unwrap();
+
+        let set = load_plugins(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+
+        assert!(set.plugins.is_empty());
+        assert_eq!(set.failures.len(), 1, "{:?}", set.failures);
+        let line = set.failures[0].to_string();
+        assert!(line.contains("notes"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(matches!(set.failures[0], LoadError::Open { .. }));
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_naming_it() {
+        let err = load_plugins(Path::new("/definitely/not/here")).unwrap_err();
+        assert!(err.to_string().starts_with("/definitely/not/here"), "{err}");
+    }
+
+    #[test]
+    fn layout_summary_is_one_short_line() {
+        let full = "\n\nError:\n  too many fields in struct Foo\n".repeat(200);
+        let summary = layout_summary(&full);
+        assert!(summary.contains("too many fields"));
+        assert!(summary.len() < 400 && !summary.contains('\n'));
+    }
+}

@@ -1,0 +1,179 @@
+//! The HTTP side: webhook routes, `/healthz`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use adapter_api::{ErrorKind, Header, Verdict, WebhookRequest};
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, State},
+    http::{header, HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde_json::json;
+
+use crate::{channels::Channel, dispatch::Dispatcher};
+
+/// What every request handler shares.
+pub struct AppState {
+    /// Enabled channels by name.
+    pub channels: HashMap<String, Arc<Channel>>,
+    /// Loaded plugins, for `/healthz`.
+    pub plugins: Vec<adapter_api::PluginInfo>,
+    /// Where accepted events go.
+    pub dispatcher: Dispatcher,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// The host's routes.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhooks/{name}", get(webhook).post(webhook))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let mut channels: Vec<_> = state
+        .channels
+        .values()
+        .map(|c| json!({ "name": c.name, "plugin": c.plugin.id.as_str() }))
+        .collect();
+    channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let plugins: Vec<_> = state
+        .plugins
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id.as_str(),
+                "name": p.name.as_str(),
+                "version": p.version.as_str(),
+                "api_version": p.api_version.as_str(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "status": "ok",
+        "plugins": plugins,
+        "channels": channels,
+        "queue_depth": state.dispatcher.depth(),
+    }))
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(channel) = state.channels.get(&name) else {
+        return text(StatusCode::NOT_FOUND, "no such channel");
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > state.max_body_bytes) {
+        return too_large(&name, state.max_body_bytes);
+    }
+    let body: Bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) if is_length_limit(&err) => return too_large(&name, state.max_body_bytes),
+        Err(err) => {
+            tracing::debug!(channel = name, "could not read the body: {err}");
+            return text(StatusCode::BAD_REQUEST, "could not read the request body");
+        }
+    };
+
+    let header_list: Vec<Header<'_>> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some(Header {
+                name: name.as_str().into(),
+                value: value.to_str().ok()?.into(),
+            })
+        })
+        .collect();
+    let request = WebhookRequest {
+        method: method.as_str().into(),
+        path: uri.path().into(),
+        query: uri.query().unwrap_or("").into(),
+        headers: header_list.as_slice().into(),
+        body: body.as_ref().into(),
+    };
+
+    match channel.adapter.verify(&request) {
+        Verdict::Respond(response) => {
+            if response.status >= 400 {
+                tracing::info!(channel = name, status = response.status, "webhook refused");
+            }
+            let status =
+                StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (
+                status,
+                [(header::CONTENT_TYPE, response.content_type.to_string())],
+                response.body.into_vec(),
+            )
+                .into_response();
+        }
+        Verdict::Accept => {}
+    }
+
+    let events = match channel.adapter.parse(&request) {
+        Ok(events) => events,
+        Err(err) if err.kind == ErrorKind::BAD_REQUEST => {
+            tracing::info!(channel = name, "webhook body refused: {}", err.message);
+            return text(StatusCode::BAD_REQUEST, err.message.to_string());
+        }
+        Err(err) => {
+            tracing::error!(channel = name, kind = %err.kind, "parse failed: {}", err.message);
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the channel adapter failed",
+            );
+        }
+    };
+    let count = events.len();
+    match state.dispatcher.enqueue(channel, events) {
+        Ok(()) => {
+            tracing::debug!(channel = name, events = count, "webhook accepted");
+            text(StatusCode::OK, "EVENT_RECEIVED")
+        }
+        Err(full) => {
+            tracing::warn!(channel = name, events = count, "webhook refused: {full}");
+            text(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later")
+        }
+    }
+}
+
+fn too_large(channel: &str, limit: usize) -> Response {
+    tracing::info!(channel, limit, "webhook body over the size limit");
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than {limit} bytes"),
+    )
+}
+
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

@@ -1,0 +1,60 @@
+//! DmFlow channel plugin for Facebook Messenger.
+//!
+//! Built as a `cdylib`, this is `libmessenger_adapter.so`: drop it into the host's
+//! plugins folder. Built as an `rlib`, the same code is tested in-process.
+//!
+//! - [`webhook::verify`]: the GET handshake and `X-Hub-Signature-256`
+//! - [`webhook::parse`]: every entry and every `messaging`/`standby` item as events
+//! - [`send`]: Send API bodies and the Graph client with retries
+//! - [`adapter`]: the [`ChannelAdapter`](adapter_api::ChannelAdapter) implementation
+
+pub mod adapter;
+pub mod error;
+pub mod log;
+pub mod send;
+pub mod settings;
+pub mod webhook;
+
+use adapter_api::{
+    abi_stable::{
+        export_root_module,
+        prefix_type::PrefixTypeTrait,
+        sabi_trait::TD_Opaque,
+        std_types::{RResult, RStr},
+    },
+    catch_panic, AdapterError, AdapterPlugin, AdapterPluginRef, ChannelAdapterBox,
+    ChannelAdapter_TO, HostServicesBox, PluginInfo, API_VERSION,
+};
+
+/// The plugin id host configs name: `plugin = "messenger"`.
+pub const PLUGIN_ID: &str = "messenger";
+
+/// The root module: what the host finds when it loads this library.
+#[export_root_module]
+pub fn root_module() -> AdapterPluginRef {
+    AdapterPlugin { info, new_adapter }.leak_into_prefix()
+}
+
+/// What this plugin says about itself.
+pub extern "C" fn info() -> PluginInfo {
+    PluginInfo {
+        id: PLUGIN_ID.into(),
+        name: "Facebook Messenger".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        api_version: API_VERSION.into(),
+    }
+}
+
+/// Creates a Messenger adapter from its settings JSON.
+pub extern "C" fn new_adapter(
+    settings_json: RStr<'_>,
+    host: HostServicesBox,
+) -> RResult<ChannelAdapterBox, AdapterError> {
+    catch_panic(|| {
+        let log = log::Log::to_host(host);
+        match adapter::MessengerAdapter::from_json(settings_json.as_str(), log) {
+            Ok(adapter) => RResult::ROk(ChannelAdapter_TO::from_value(adapter, TD_Opaque)),
+            Err(err) => RResult::RErr(err.into()),
+        }
+    })
+}

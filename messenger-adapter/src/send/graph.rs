@@ -1,0 +1,271 @@
+//! The Graph API client: one connection pool, `appsecret_proof` on every call, and
+//! retries by the error's class (Graph `code`/`error_subcode`, HTTP status).
+
+use std::time::Duration;
+
+use reqwest::{header::HeaderMap, Method, StatusCode};
+use serde_json::Value;
+
+use crate::{
+    error::{Error, ErrorClass, GraphError, Result},
+    log::Log,
+    settings::{PageSettings, Settings},
+    webhook::verify::appsecret_proof,
+};
+
+/// Calls the Graph API as one of the configured Pages.
+pub struct Graph {
+    client: reqwest::Client,
+    /// `{graph_api_base}/{graph_api_version}`, without a trailing slash.
+    base: String,
+    settings: Settings,
+    log: Log,
+}
+
+impl Graph {
+    /// A client for `settings`, with its own connection pool.
+    pub fn new(settings: Settings, log: Log) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.request_timeout())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!(
+                "dmflow-messenger-adapter/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|e| Error::Settings(format!("cannot build the HTTP client: {e}")))?;
+        let base = format!(
+            "{}/{}",
+            settings.graph_api_base.trim_end_matches('/'),
+            settings.graph_api_version
+        );
+        Ok(Self {
+            client,
+            base,
+            settings,
+            log,
+        })
+    }
+
+    /// `method path` as `page`, with a JSON body, retried as its errors allow.
+    pub async fn call(
+        &self,
+        page: &PageSettings,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let max = self.settings.max_attempts;
+        let mut attempt = 1;
+        loop {
+            let error = match self.try_once(page, method.clone(), path, body).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let Some(delay) = self.retry_delay(&error, attempt) else {
+                return Err(error);
+            };
+            if attempt >= max {
+                return Err(error);
+            }
+            self.log.warn(|| {
+                format!(
+                    "{method} {path} for page {} failed (try {attempt} of {max}), retrying in {delay:?}: {error}",
+                    page.id
+                )
+            });
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn try_once(
+        &self,
+        page: &PageSettings,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let token = page.access_token.expose();
+        let proof = appsecret_proof(self.settings.app_secret.expose(), token);
+        let mut request = self
+            .client
+            .request(
+                method,
+                format!("{}/{}", self.base, path.trim_start_matches('/')),
+            )
+            .query(&[("access_token", token), ("appsecret_proof", proof.as_str())]);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(Error::transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(Error::transport)?;
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+        match value {
+            Some(value) if status.is_success() && value.get("error").is_none() => Ok(value),
+            None if status.is_success() => Ok(Value::Null),
+            value => Err(Error::Graph(Box::new(graph_error(
+                status,
+                &headers,
+                value.as_ref(),
+            )))),
+        }
+    }
+
+    /// How long to wait before trying `error` again, or `None` when it must not be.
+    fn retry_delay(&self, error: &Error, attempt: u32) -> Option<Duration> {
+        let backoff = backoff(
+            self.settings.backoff_base_ms,
+            self.settings.backoff_max_ms,
+            attempt,
+        );
+        match error {
+            Error::Graph(graph) => match graph.class {
+                ErrorClass::Transient => Some(backoff),
+                ErrorClass::RateLimited => {
+                    let wait = Duration::from_millis(graph.retry_after_ms).max(backoff);
+                    // A limit that clears in minutes is reported, not waited out.
+                    (wait.as_millis() <= u128::from(self.settings.backoff_max_ms)).then_some(wait)
+                }
+                ErrorClass::Permanent => None,
+            },
+            Error::Transport { not_sent: true, .. } => Some(backoff),
+            // The request may have reached Meta: resending could deliver it twice.
+            Error::Transport { .. } if self.settings.retry_after_timeout => Some(backoff),
+            _ => None,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter in the upper half: base·2^(n-1), capped.
+fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
+    let exp = base_ms.saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(max_ms).max(1);
+    Duration::from_millis(capped / 2 + fastrand::u64(0..=capped / 2))
+}
+
+/// Builds a classified [`GraphError`] from an error answer.
+pub fn graph_error(status: StatusCode, headers: &HeaderMap, body: Option<&Value>) -> GraphError {
+    let error = body.and_then(|b| b.get("error"));
+    let field = |k: &str| error.and_then(|e| e.get(k));
+    let code = field("code").and_then(Value::as_i64).unwrap_or(0);
+    let subcode = field("error_subcode").and_then(Value::as_i64).unwrap_or(0);
+    let is_transient = field("is_transient").and_then(Value::as_bool) == Some(true);
+    let message = field("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("no error message")
+                .to_owned()
+        });
+    let fbtrace_id = field("fbtrace_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    GraphError {
+        http_status: status.as_u16(),
+        code,
+        subcode,
+        message,
+        fbtrace_id,
+        is_transient,
+        class: classify(status.as_u16(), code, subcode, is_transient),
+        retry_after_ms: retry_after_ms(headers),
+    }
+}
+
+/// REFERENCE §f: what may be retried, and how.
+pub fn classify(http_status: u16, code: i64, subcode: i64, is_transient: bool) -> ErrorClass {
+    match (code, subcode) {
+        // Marketing Messages frequency cap and privacy terms: retrying cannot help.
+        (4, 2_018_354) | (2, 2_018_344) => ErrorClass::Permanent,
+        (4 | 17 | 32 | 613, _) => ErrorClass::RateLimited,
+        (1200 | 2, _) => ErrorClass::Transient,
+        (10 | 100 | 190 | 200..=299 | 368 | 551 | 2022, _) => ErrorClass::Permanent,
+        _ if http_status == 429 => ErrorClass::RateLimited,
+        _ if is_transient || http_status >= 500 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// The longest `estimated_time_to_regain_access` (minutes) in the usage headers.
+fn retry_after_ms(headers: &HeaderMap) -> u64 {
+    let mut minutes = 0;
+    for name in ["x-business-use-case-usage", "x-app-usage", "x-page-usage"] {
+        let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        if let Ok(json) = serde_json::from_str::<Value>(value) {
+            max_regain(&json, &mut minutes);
+        }
+    }
+    if let Some(secs) = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return (minutes * 60_000).max(secs * 1000);
+    }
+    minutes * 60_000
+}
+
+fn max_regain(value: &Value, minutes: &mut u64) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "estimated_time_to_regain_access" {
+                    *minutes = (*minutes).max(v.as_u64().unwrap_or(0));
+                } else {
+                    max_regain(v, minutes);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| max_regain(v, minutes)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_reference() {
+        assert_eq!(classify(500, 1200, 0, false), ErrorClass::Transient);
+        assert_eq!(classify(400, 2, 0, false), ErrorClass::Transient);
+        assert_eq!(classify(400, 613, 0, false), ErrorClass::RateLimited);
+        assert_eq!(classify(429, 0, 0, false), ErrorClass::RateLimited);
+        assert_eq!(classify(400, 190, 0, false), ErrorClass::Permanent);
+        assert_eq!(classify(400, 10, 2_018_278, false), ErrorClass::Permanent);
+        assert_eq!(classify(400, 551, 0, false), ErrorClass::Permanent);
+        assert_eq!(classify(400, 4, 2_018_354, false), ErrorClass::Permanent);
+        assert_eq!(classify(502, 0, 0, false), ErrorClass::Transient);
+        assert_eq!(classify(400, 1, 99, true), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn usage_headers_give_the_wait() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-business-use-case-usage",
+            r#"{"123":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":3}]}"#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(retry_after_ms(&headers), 180_000);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..10 {
+            let d = backoff(100, 1000, attempt).as_millis() as u64;
+            let full = (100u64 << (attempt - 1)).min(1000);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d}");
+        }
+    }
+}
