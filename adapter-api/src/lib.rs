@@ -1,7 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 // abi_stable's derive macros generate code that trips these lints.
-#![allow(clippy::needless_lifetimes, clippy::too_many_arguments)]
+#![allow(
+    clippy::needless_lifetimes,
+    clippy::too_many_arguments,
+    clippy::unnecessary_cast
+)]
 
 // `#[sabi_trait]` and `#[derive(StableAbi)]` expand to unsafe code; this crate itself
 // writes none.

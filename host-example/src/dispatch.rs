@@ -2,11 +2,7 @@
 //! conversation (channel, account, sender) always lands on the same worker, so its
 //! events are handled in order; different conversations run in parallel.
 
-use std::{
-    hash::{BuildHasher, Hash, Hasher},
-    sync::Arc,
-    time::Duration,
-};
+use std::{hash::BuildHasher, sync::Arc, time::Duration};
 
 use adapter_api::InboundEvent;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -70,9 +66,10 @@ impl Dispatcher {
     }
 
     fn queue_of(&self, channel: &Channel, event: &InboundEvent) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        (channel.name.as_str(), event.conversation_key()).hash(&mut hasher);
-        (hasher.finish() % self.queues.len() as u64) as usize
+        let hash = self
+            .hasher
+            .hash_one((channel.name.as_str(), event.conversation_key()));
+        (hash % self.queues.len() as u64) as usize
     }
 
     /// Events waiting in the queues.

@@ -234,8 +234,10 @@ impl Drop for InFlight {
 /// A host callback that is called exactly once: with the result, or, if the work is
 /// dropped unfinished (the runtime shut down), with `SHUT_DOWN`.
 pub(crate) struct Completion<T: Send + 'static> {
-    finish: Option<Box<dyn FnOnce(RResult<T, AdapterError>) + Send>>,
+    finish: Option<Finish<T>>,
 }
+
+type Finish<T> = Box<dyn FnOnce(RResult<T, AdapterError>) + Send>;
 
 impl<T: Send + 'static> Completion<T> {
     fn new(finish: impl FnOnce(RResult<T, AdapterError>) + Send + 'static) -> Self {

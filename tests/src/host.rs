@@ -1,0 +1,218 @@
+//! Starts the real `host-example` binary with a plugins folder and a config file.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+use crate::{messenger_plugin, page_token, APP_SECRET, PAGES, VERIFY_TOKEN};
+
+/// How to start a host.
+pub struct HostBuilder {
+    graph_url: String,
+    plugins: Vec<PathBuf>,
+    extra_server: String,
+    extra_channels: String,
+    messenger_enabled: bool,
+    env: Vec<(String, String)>,
+}
+
+impl HostBuilder {
+    /// A host with the Messenger plugin, its channel enabled, talking to `graph_url`.
+    pub fn new(graph_url: &str) -> Self {
+        Self {
+            graph_url: graph_url.to_owned(),
+            plugins: vec![messenger_plugin()],
+            extra_server: String::new(),
+            extra_channels: String::new(),
+            messenger_enabled: true,
+            env: vec![
+                ("TEST_FB_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
+                ("TEST_FB_VERIFY_TOKEN".to_owned(), VERIFY_TOKEN.to_owned()),
+            ],
+        }
+    }
+
+    /// Adds lines to `[server]`.
+    #[must_use]
+    pub fn server(mut self, lines: &str) -> Self {
+        self.extra_server.push_str(lines);
+        self.extra_server.push('\n');
+        self
+    }
+
+    /// Appends TOML after the Messenger channel (more channels).
+    #[must_use]
+    pub fn channels(mut self, toml: &str) -> Self {
+        self.extra_channels.push_str(toml);
+        self
+    }
+
+    /// Whether the Messenger channel is enabled.
+    #[must_use]
+    pub fn messenger_enabled(mut self, enabled: bool) -> Self {
+        self.messenger_enabled = enabled;
+        self
+    }
+
+    /// Removes an environment variable the config refers to.
+    #[must_use]
+    pub fn without_env(mut self, name: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self
+    }
+
+    /// Copies another file into the plugins folder.
+    #[must_use]
+    pub fn plugin_file(mut self, path: PathBuf) -> Self {
+        self.plugins.push(path);
+        self
+    }
+
+    fn write(&self, dir: &Path) -> PathBuf {
+        let plugins = dir.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let name = plugin.file_name().unwrap().to_string_lossy().into_owned();
+            let name = if i == 0 { name } else { format!("{i}-{name}") };
+            std::fs::copy(plugin, plugins.join(name)).unwrap();
+        }
+        let mut pages = String::new();
+        for page in PAGES {
+            let _ = write!(
+                pages,
+                "{{ id = \"{page}\", access_token = \"{}\" }}, ",
+                page_token(page)
+            );
+        }
+        let config = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+plugins_dir = "plugins"
+{extra_server}
+[[channels]]
+name = "messenger"
+plugin = "messenger"
+enabled = {enabled}
+
+[channels.settings]
+app_secret = "${{TEST_FB_APP_SECRET}}"
+verify_token = "${{TEST_FB_VERIFY_TOKEN}}"
+graph_api_base = "{graph}"
+graph_api_version = "v25.0"
+backoff_base_ms = 20
+pages = [{pages}]
+{extra_channels}
+"#,
+            extra_server = self.extra_server,
+            enabled = self.messenger_enabled,
+            graph = self.graph_url,
+            extra_channels = self.extra_channels,
+        );
+        let path = dir.join("host.toml");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// Runs `host-example serve` and waits for it to listen.
+    pub fn start(self) -> Host {
+        self.try_start()
+            .unwrap_or_else(|log| panic!("the host did not start:\n{log}"))
+    }
+
+    /// Runs `host-example serve`; `Err` holds its log when it exits before listening.
+    pub fn try_start(self) -> Result<Host, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = self.write(dir.path());
+        let log_path = dir.path().join("host.log");
+        let mut child = Command::new(crate::host_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("cannot start host-example");
+
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => Ok(Host {
+                url,
+                child,
+                log_path,
+                _dir: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log_path).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// A running host process. Killed when dropped.
+pub struct Host {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    child: Child,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Host {
+    /// The webhook URL of `channel`.
+    pub fn webhook(&self, channel: &str) -> String {
+        format!("{}/webhooks/{channel}", self.url)
+    }
+
+    /// What the host logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

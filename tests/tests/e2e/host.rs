@@ -1,0 +1,134 @@
+//! The host as a process: routes, limits, config errors, plugin loading, shutdown.
+
+use std::{process::Command, time::Duration};
+
+use e2e::{fixture, host_bin, messenger_plugin, FakeGraph, HostBuilder};
+use serde_json::Value;
+
+use crate::{post, post_signed};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_lists_plugins_and_channels() {
+    let graph = FakeGraph::start().await;
+    let host = HostBuilder::new(&graph.url).start();
+    let health: Value = reqwest::get(format!("{}/healthz", host.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["plugins"][0]["id"], "messenger");
+    assert_eq!(health["plugins"][0]["api_version"], "1.0.0");
+    assert_eq!(health["channels"][0]["name"], "messenger");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_disabled_channels_are_404() {
+    let graph = FakeGraph::start().await;
+    let host = HostBuilder::new(&graph.url)
+        .channels(
+            "\n[[channels]]\nname = \"other\"\nplugin = \"nothing-loads-this\"\nenabled = false\n",
+        )
+        .start();
+    let client = reqwest::Client::new();
+    for channel in ["other", "nope"] {
+        let status = client
+            .post(format!("{}/webhooks/{channel}", host.url))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "{channel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_limit_is_413_and_the_host_keeps_serving() {
+    let graph = FakeGraph::start().await;
+    let host = HostBuilder::new(&graph.url)
+        .server("max_body_bytes = 2048")
+        .start();
+    let big = vec![b' '; 4096];
+    let (status, _) = post(&host, &big, Some("sha256=00")).await;
+    assert_eq!(status, 413);
+    post_signed(&host, &fixture("message_text")).await;
+    assert_eq!(graph.wait_for(1, crate::SETTLE).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_secret_stops_start_up_with_the_key_named() {
+    let graph = FakeGraph::start().await;
+    let log = HostBuilder::new(&graph.url)
+        .without_env("TEST_FB_APP_SECRET")
+        .try_start()
+        .err()
+        .expect("the host started without its app secret");
+    assert!(
+        log.contains("channels[0].settings.app_secret")
+            && log.contains("TEST_FB_APP_SECRET is not set"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_library_in_the_plugins_folder_is_reported_and_skipped() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("libjunk.so");
+    std::fs::write(&junk, "not a shared object").unwrap();
+    let host = HostBuilder::new(&graph.url).plugin_file(junk).start();
+    assert!(
+        host.log().contains("libjunk.so: not a loadable library"),
+        "{}",
+        host.log()
+    );
+    post_signed(&host, &fixture("message_text")).await;
+    assert_eq!(graph.wait_for(1, crate::SETTLE).await.len(), 1);
+}
+
+#[test]
+fn plugins_command_describes_each_library() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        messenger_plugin(),
+        dir.path().join("libmessenger_adapter.so"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("truncated.so"), b"\x7fELF\x02\x01").unwrap();
+    let output = Command::new(host_bin())
+        .args(["plugins", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("ok ") && lines[0].contains("id=messenger"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("FAIL ") && lines[1].contains("truncated.so"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_replies_finish_then_exits_0() {
+    let graph = FakeGraph::start().await;
+    graph.set_delay(Duration::from_millis(700));
+    let mut host = HostBuilder::new(&graph.url).start();
+    post_signed(&host, &fixture("message_text")).await;
+    // The reply is in flight at the slow Graph API when the signal arrives.
+    graph.wait_for(1, Duration::ZERO).await;
+    let status = tokio::task::block_in_place(|| host.terminate(Duration::from_secs(10)));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", host.log());
+    let log = host.log();
+    assert!(
+        log.contains("reply sent"),
+        "the in-flight reply did not finish:\n{log}"
+    );
+}

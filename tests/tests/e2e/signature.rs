@@ -1,0 +1,73 @@
+//! `X-Hub-Signature-256`: a body that is not signed with the app secret never reaches
+//! the bot.
+
+use e2e::{fixture, sign, FakeGraph, HostBuilder, APP_SECRET};
+
+use crate::{post, post_signed, SETTLE};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_missing_or_malformed_signatures_are_refused_and_nothing_is_sent() {
+    let graph = FakeGraph::start().await;
+    let host = HostBuilder::new(&graph.url).start();
+    let body = fixture("message_text");
+    let good = sign(APP_SECRET, &body);
+
+    let other_body = sign(APP_SECRET, b"{}");
+    let other_secret = sign("not-the-secret", &body);
+    let truncated = &good[..good.len() - 2];
+    let sha1_prefix = good.replacen("sha256=", "sha1=", 1);
+    let cases: Vec<(Option<&str>, u16)> = vec![
+        (None, 401),
+        (Some(""), 401),
+        (Some("sha256!!!"), 401),
+        (Some(truncated), 401),
+        (Some(&sha1_prefix), 401),
+        (Some("sha256=zz"), 401),
+        (Some(&other_body), 403),
+        (Some(&other_secret), 403),
+    ];
+    for (signature, expected) in cases {
+        let (status, text) = post(&host, &body, signature).await;
+        assert_eq!(status, expected, "{signature:?}: {text}");
+    }
+    assert!(
+        graph.wait_for(1, SETTLE).await.is_empty(),
+        "a refused webhook was answered"
+    );
+
+    // The host still serves, and the same body correctly signed is answered once.
+    post_signed(&host, &body).await;
+    assert_eq!(graph.wait_for(1, SETTLE).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signature_covers_the_raw_escaped_bytes() {
+    let graph = FakeGraph::start().await;
+    let host = HostBuilder::new(&graph.url).start();
+    // Meta escapes non-ASCII as \uXXXX and signs those bytes.
+    let body = String::from_utf8(fixture("message_text"))
+        .unwrap()
+        .replace("Hello, bot!", "\\u00e4\\u00f6\\u00e5")
+        .into_bytes();
+    post_signed(&host, &body).await;
+    let calls = graph.wait_for(1, SETTLE).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].text(), Some("äöå"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_body_that_is_not_a_webhook_is_a_400() {
+    let graph = FakeGraph::start().await;
+    let host = HostBuilder::new(&graph.url).start();
+    for body in [
+        &b"{not json"[..],
+        b"[]",
+        b"{\"object\":\"page\"}",
+        b"{\"object\":\"user\",\"entry\":[]}",
+    ] {
+        let (status, text) = post(&host, body, Some(&sign(APP_SECRET, body))).await;
+        assert_eq!(status, 400, "{}: {text}", String::from_utf8_lossy(body));
+        assert!(!text.is_empty());
+    }
+    assert!(graph.calls().is_empty());
+}
