@@ -6,69 +6,110 @@
 pub mod bot;
 pub mod channels;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod host_services;
+pub mod sandbox;
 pub mod server;
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{config::Config, dispatch::Dispatcher, server::AppState};
 
-/// Runs the host until `shutdown` completes, then drains: stops accepting webhooks,
-/// lets queued events and in-flight sends finish (up to `server.shutdown_grace_ms`),
-/// and shuts the adapters down.
-///
-/// Prints `listening on http://ADDR` on stdout once the port is bound.
-pub async fn serve(
+/// A host whose channels are up and whose port is bound, not yet serving.
+pub struct Server {
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let channels = channels::start(&config)?;
-    let dispatcher = Dispatcher::start(
-        config.server.workers,
-        config.server.queue_capacity,
-        config.bot.clone(),
-        config.send_timeout(),
-    );
-    let adapters: Vec<_> = channels.by_name.values().cloned().collect();
-    let state = Arc::new(AppState {
-        channels: channels.by_name,
-        plugins: channels.plugins,
-        dispatcher,
-        max_body_bytes: config.server.max_body_bytes,
-    });
+    state: Arc<AppState>,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
 
-    let listen = config.server.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, channels = adapters.len(), "serving webhooks");
-
-    axum::serve(listener, server::app(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
-
-    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms);
-    let started = Instant::now();
-    tracing::info!("shutting down: draining queued events");
-    let state = wait_for_sole_owner(state).await;
-    if !state.dispatcher.drain(grace).await {
-        tracing::warn!("shutdown grace period over with events still queued");
-    }
-    for channel in adapters {
-        let left = grace.saturating_sub(started.elapsed());
-        tokio::task::spawn_blocking(move || channel.adapter.shutdown(left))
+impl Server {
+    /// Loads the plugins, creates the enabled channels' adapters and binds the port.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let channels = channels::start(&config)?;
+        let dispatcher = Dispatcher::start(
+            config.server.workers,
+            config.server.queue_capacity,
+            config.bot.clone(),
+            config.send_timeout(),
+        );
+        let state = Arc::new(AppState {
+            channels: channels.by_name,
+            plugins: channels.plugins,
+            dispatcher,
+            max_body_bytes: config.server.max_body_bytes,
+        });
+        let listen = config.server.listen;
+        let listener = TcpListener::bind(listen)
             .await
-            .ok();
+            .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            config,
+            state,
+            listener,
+            addr,
+        })
     }
-    tracing::info!("stopped");
-    Ok(())
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting webhooks, lets
+    /// queued events and in-flight sends finish (up to `server.shutdown_grace_ms`),
+    /// and shuts the adapters down.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            config,
+            state,
+            listener,
+            addr,
+        } = self;
+        let channels: Vec<_> = state.channels.values().cloned().collect();
+        tracing::info!(%addr, channels = channels.len(), "serving webhooks");
+        axum::serve(listener, server::app(Arc::clone(&state)))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed")?;
+
+        let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let started = Instant::now();
+        tracing::info!("shutting down: draining queued events");
+        let state = wait_for_sole_owner(state).await;
+        if !state.dispatcher.drain(grace).await {
+            tracing::warn!("shutdown grace period over with events still queued");
+        }
+        for channel in channels {
+            let left = grace.saturating_sub(started.elapsed());
+            tokio::task::spawn_blocking(move || channel.adapter.shutdown(left))
+                .await
+                .ok();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `serve`: binds, prints `listening on http://ADDR` on stdout, and runs until
+/// SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    println!("listening on http://{}", server.addr());
+    server.run(shutdown_signal()).await
 }
 
 /// Request handlers that are still finishing hold the state; wait for them briefly.
@@ -78,7 +119,7 @@ async fn wait_for_sole_owner(mut state: Arc<AppState>) -> AppState {
             Ok(state) => return state,
             Err(shared) => {
                 state = shared;
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }

@@ -34,11 +34,25 @@ enum Command {
     },
     /// Print a fresh random verify token for the webhook handshake.
     Keys,
+    /// Try it without a Facebook account: a signed conversation through the real
+    /// plugin against a sandbox Graph API on loopback, printed as a transcript.
+    Demo {
+        /// Where the plugin libraries are. Default: the folder of this executable
+        /// (where cargo puts `libmessenger_adapter.so`).
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    // The demo prints a transcript; keep its log to problems unless RUST_LOG says more.
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_json, default_filter);
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
@@ -48,9 +62,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
+fn init_logging(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -66,7 +80,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            runtime.block_on(host_example::serve(config, host_example::shutdown_signal()))?;
+            runtime.block_on(host_example::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { dir } => {
@@ -92,6 +106,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Demo { plugins_dir } => {
+            let plugins_dir = match plugins_dir {
+                Some(dir) => dir,
+                None => std::env::current_exe()
+                    .context("cannot find this executable's folder")?
+                    .parent()
+                    .context("cannot find this executable's folder")?
+                    .to_path_buf(),
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let transcript = runtime.block_on(host_example::demo::run(&plugins_dir))?;
+            print!("{transcript}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keys => {
             let mut bytes = [0u8; 24];

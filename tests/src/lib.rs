@@ -1,8 +1,7 @@
 //! Test support for the end-to-end suite: builds the real host binary and plugin
 //! library, starts the host as a process with a config of the test's making, and
-//! fakes the Graph API on 127.0.0.1.
+//! fakes the Graph API on 127.0.0.1 with the host's own sandbox server.
 
-pub mod fake_graph;
 pub mod host;
 
 use std::{
@@ -14,10 +13,15 @@ use std::{
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use crate::{
-    fake_graph::{FakeGraph, GraphCall},
-    host::{Host, HostBuilder},
-};
+pub use crate::host::{Host, HostBuilder};
+pub use host_example::sandbox::{GraphCall, SandboxGraph as FakeGraph, Scripted};
+
+/// Starts a fake Graph API (the host's sandbox) on 127.0.0.1.
+pub async fn fake_graph() -> FakeGraph {
+    FakeGraph::start()
+        .await
+        .expect("cannot start the fake Graph API")
+}
 
 /// The app secret every test host is configured with.
 pub const APP_SECRET: &str = "test-app-secret";

@@ -1,6 +1,6 @@
 //! The GET handshake of the webhook setup.
 
-use e2e::{FakeGraph, HostBuilder, VERIFY_TOKEN};
+use e2e::{fake_graph, HostBuilder, VERIFY_TOKEN};
 
 async fn get(url: &str) -> (u16, String, String) {
     let response = reqwest::get(url).await.unwrap();
@@ -15,7 +15,7 @@ async fn get(url: &str) -> (u16, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_right_token_gets_the_challenge_back_as_text() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     let url = format!(
         "{}?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}",
@@ -36,7 +36,7 @@ async fn the_right_token_gets_the_challenge_back_as_text() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_token_or_mode_is_refused_with_403() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     let base = host.webhook("messenger");
     for query in [

@@ -2,14 +2,14 @@
 
 use std::{process::Command, time::Duration};
 
-use e2e::{fixture, host_bin, messenger_plugin, FakeGraph, HostBuilder};
+use e2e::{fake_graph, fixture, host_bin, messenger_plugin, HostBuilder};
 use serde_json::Value;
 
 use crate::{post, post_signed};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_lists_plugins_and_channels() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     let health: Value = reqwest::get(format!("{}/healthz", host.url))
         .await
@@ -25,7 +25,7 @@ async fn healthz_lists_plugins_and_channels() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_and_disabled_channels_are_404() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url)
         .channels(
             "\n[[channels]]\nname = \"other\"\nplugin = \"nothing-loads-this\"\nenabled = false\n",
@@ -46,7 +46,7 @@ async fn unknown_and_disabled_channels_are_404() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_over_the_limit_is_413_and_the_host_keeps_serving() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url)
         .server("max_body_bytes = 2048")
         .start();
@@ -59,7 +59,7 @@ async fn a_body_over_the_limit_is_413_and_the_host_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_secret_stops_start_up_with_the_key_named() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let log = HostBuilder::new(&graph.url)
         .without_env("TEST_FB_APP_SECRET")
         .try_start()
@@ -74,7 +74,7 @@ async fn a_missing_secret_stops_start_up_with_the_key_named() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_library_in_the_plugins_folder_is_reported_and_skipped() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("libjunk.so");
     std::fs::write(&junk, "not a shared object").unwrap();
@@ -118,7 +118,7 @@ fn plugins_command_describes_each_library() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_in_flight_replies_finish_then_exits_0() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     graph.set_delay(Duration::from_millis(700));
     let mut host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_text")).await;
@@ -131,4 +131,26 @@ async fn sigterm_lets_in_flight_replies_finish_then_exits_0() {
         log.contains("reply sent"),
         "the in-flight reply did not finish:\n{log}"
     );
+}
+
+#[test]
+fn demo_plays_a_conversation_and_exits_0() {
+    let output = Command::new(host_bin()).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    for expected in [
+        "GET handshake with the verify token -> 200 \"demo-challenge\"",
+        "text \"Hello, DmFlow!\"",
+        "text \"COLOR_BLUE\"",
+        "text \"GET_STARTED\"",
+        "image https://example.com/cat.jpg",
+        "forged webhook, wrong signature",
+        "Every check passed.",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
 }

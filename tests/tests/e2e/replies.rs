@@ -1,6 +1,6 @@
 //! Signed webhooks answered through the Send API of the fake Graph server.
 
-use e2e::{appsecret_proof, fixture, page_token, FakeGraph, GraphCall, HostBuilder};
+use e2e::{appsecret_proof, fake_graph, fixture, page_token, GraphCall, HostBuilder};
 use serde_json::json;
 
 use crate::{post_signed, SETTLE};
@@ -19,7 +19,7 @@ fn assert_sent_as(call: &GraphCall, page: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_text_message_gets_exactly_one_reply() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_text")).await;
 
@@ -42,7 +42,7 @@ async fn a_text_message_gets_exactly_one_reply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quick_replies_and_postbacks_are_answered_with_their_payloads() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_quick_reply")).await;
     let calls = graph.wait_for(1, SETTLE).await;
@@ -60,7 +60,7 @@ async fn quick_replies_and_postbacks_are_answered_with_their_payloads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_is_sent_back_by_url() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_image")).await;
     let calls = graph.wait_for(1, SETTLE).await;
@@ -79,7 +79,7 @@ async fn an_image_is_sent_back_by_url() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_entry_and_every_item_is_answered_with_its_pages_token() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
 
     post_signed(&host, &fixture("batched_multi_entry")).await;
@@ -108,7 +108,7 @@ async fn every_entry_and_every_item_is_answered_with_its_pages_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn echoes_reads_deliveries_and_standby_get_no_reply() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     for name in [
         "echo",

@@ -1,13 +1,13 @@
 //! `X-Hub-Signature-256`: a body that is not signed with the app secret never reaches
 //! the bot.
 
-use e2e::{fixture, sign, FakeGraph, HostBuilder, APP_SECRET};
+use e2e::{fake_graph, fixture, sign, HostBuilder, APP_SECRET};
 
 use crate::{post, post_signed, SETTLE};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_missing_or_malformed_signatures_are_refused_and_nothing_is_sent() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     let body = fixture("message_text");
     let good = sign(APP_SECRET, &body);
@@ -42,7 +42,7 @@ async fn wrong_missing_or_malformed_signatures_are_refused_and_nothing_is_sent()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_signature_covers_the_raw_escaped_bytes() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     // Meta escapes non-ASCII as \uXXXX and signs those bytes.
     let body = String::from_utf8(fixture("message_text"))
@@ -57,7 +57,7 @@ async fn the_signature_covers_the_raw_escaped_bytes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_body_that_is_not_a_webhook_is_a_400() {
-    let graph = FakeGraph::start().await;
+    let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     for body in [
         &b"{not json"[..],
