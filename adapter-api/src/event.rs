@@ -214,6 +214,10 @@ pub struct InboundEvent {
     pub attachments: RVec<Attachment>,
     /// A channel-specific reply handle (e.g. LINE's reply token), if any.
     pub reply_token: ROption<RString>,
+    /// Further normalized details as a JSON object, by kind (for Messenger: `reply_to`,
+    /// `commands`, `referral`, `reaction`, `watermark`, `mids`, handover owners, ...);
+    /// empty when there are none. Lets the contract grow without layout changes.
+    pub details_json: RString,
     /// The event's own JSON as the channel sent it.
     pub raw_json: RString,
 }
@@ -233,6 +237,7 @@ impl InboundEvent {
             payload: ROption::RNone,
             attachments: RVec::new(),
             reply_token: ROption::RNone,
+            details_json: RString::new(),
             raw_json: RString::new(),
         }
     }

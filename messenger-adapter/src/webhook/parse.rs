@@ -6,7 +6,7 @@ use adapter_api::{
     abi_stable::std_types::{ROption, RString, RVec},
     Attachment, AttachmentKind, EventFlags, EventKind, InboundEvent,
 };
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -56,6 +56,16 @@ pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>> {
                     events.push(event(&page_id, item, flags));
                 }
             }
+        }
+        // Non-messaging fields (and the dashboard's "Test" button) arrive as
+        // `changes[]`: kept as `other` events, never answered.
+        for change in entry
+            .get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            events.push(change_event(&page_id, change, base_flags));
         }
     }
     Ok(events)
@@ -127,7 +137,6 @@ fn event(page_id: &str, item: &Map<String, Value>, flags: EventFlags) -> Inbound
         .find(|(key, _)| item.contains_key(*key))
         .copied()
         .unwrap_or(("", EventKind::OTHER));
-    let body = item.get(key).and_then(Value::as_object);
 
     let mut event = InboundEvent::new(kind);
     event.flags = flags;
@@ -137,54 +146,178 @@ fn event(page_id: &str, item: &Map<String, Value>, flags: EventFlags) -> Inbound
     event.timestamp_ms = timestamp_of(item.get("timestamp"));
     event.raw_json = Value::Object(item.clone()).to_string().into();
 
-    let mut id = None;
-    if let Some(body) = body {
-        let text = |k: &str| str_of(body.get(k));
-        match key {
-            "message" => {
-                id = text("mid");
-                event.text = text("text").map(RString::from).into();
-                if body.get("is_echo").and_then(Value::as_bool) == Some(true) {
-                    event.kind = EventKind::ECHO;
-                    event.flags = event.flags.with(EventFlags::ECHO);
-                } else if let Some(payload) = body
-                    .get("quick_reply")
-                    .and_then(|q| str_of(q.get("payload")))
-                {
-                    event.kind = EventKind::QUICK_REPLY;
-                    event.payload = ROption::RSome(payload.into());
-                }
-                event.attachments = attachments(body.get("attachments"));
-            }
-            "postback" => {
-                id = text("mid");
-                event.text = text("title").map(RString::from).into();
-                event.payload = text("payload").map(RString::from).into();
-            }
-            "message_edit" => {
-                // One message can be edited several times: each edit is its own event.
-                id = text("mid").map(|mid| {
-                    format!(
-                        "{mid}#edit{}",
-                        str_of(body.get("num_edit")).unwrap_or_default()
-                    )
-                });
-                event.text = text("text").map(RString::from).into();
-            }
-            "reaction" => {
-                event.text = text("emoji").map(RString::from).into();
-                event.payload = text("action").map(RString::from).into();
-            }
-            "referral" | "optin" => {
-                event.payload = text("ref")
-                    .or_else(|| text("payload"))
-                    .map(RString::from)
-                    .into();
-            }
-            _ => {}
-        }
+    let empty = Map::new();
+    let body = item.get(key).and_then(Value::as_object).unwrap_or(&empty);
+    let mut details = Map::new();
+    let id = describe(key, body, &mut event, &mut details);
+    if !details.is_empty() {
+        event.details_json = Value::Object(details).to_string().into();
     }
     event.event_id = id.unwrap_or_else(|| digest(&event, key)).into();
+    event
+}
+
+/// Fills in what the event of `key` says; returns its own id (a `mid`) if it has one.
+fn describe(
+    key: &str,
+    body: &Map<String, Value>,
+    event: &mut InboundEvent,
+    details: &mut Map<String, Value>,
+) -> Option<String> {
+    let text = |k: &str| str_of(body.get(k));
+    let mut copy = |keys: &[&str]| {
+        for k in keys {
+            if let Some(v) = body.get(*k).filter(|v| !v.is_null()) {
+                details.insert((*k).to_owned(), v.clone());
+            }
+        }
+    };
+    let set = |field: &mut ROption<RString>, value: Option<String>| {
+        *field = value.map(RString::from).into();
+    };
+    match key {
+        "message" => {
+            copy(&[
+                "reply_to",
+                "commands",
+                "referral",
+                "metadata",
+                "app_id",
+                "sticker_id",
+                "tags",
+            ]);
+            set(&mut event.text, text("text"));
+            if body.get("is_echo").and_then(Value::as_bool) == Some(true) {
+                // Never user input: the Page's own message, sender and recipient swapped.
+                event.kind = EventKind::ECHO;
+                event.flags = event.flags.with(EventFlags::ECHO);
+            } else if let Some(payload) = body
+                .get("quick_reply")
+                .and_then(|q| str_of(q.get("payload")))
+            {
+                event.kind = EventKind::QUICK_REPLY;
+                event.payload = ROption::RSome(payload.into());
+            }
+            event.attachments = attachments(body.get("attachments"));
+            text("mid")
+        }
+        "postback" => {
+            copy(&["referral"]);
+            set(&mut event.text, text("title"));
+            set(&mut event.payload, text("payload"));
+            text("mid")
+        }
+        "message_edit" => {
+            copy(&["mid", "num_edit"]);
+            set(&mut event.text, text("text"));
+            // One message can be edited several times: each edit is its own event.
+            text("mid").map(|mid| format!("{mid}#edit{}", text("num_edit").unwrap_or_default()))
+        }
+        "reaction" => {
+            copy(&["reaction", "action", "mid"]);
+            set(&mut event.text, text("emoji"));
+            set(&mut event.payload, text("reaction"));
+            None
+        }
+        "read" | "delivery" => {
+            copy(&["watermark", "mids"]);
+            None
+        }
+        "referral" => {
+            copy(&[
+                "source",
+                "type",
+                "ad_id",
+                "referer_uri",
+                "ads_context_data",
+                "is_guest_user",
+                "product",
+            ]);
+            set(&mut event.payload, text("ref"));
+            None
+        }
+        "optin" => {
+            copy(&[
+                "type",
+                "ref",
+                "user_ref",
+                "notification_messages_token",
+                "notification_messages_timezone",
+                "notification_messages_status",
+                "token_expiry_timestamp",
+                "user_token_status",
+                "title",
+                "message_request",
+            ]);
+            set(&mut event.payload, text("ref").or_else(|| text("payload")));
+            if event.sender_id.is_empty() {
+                // The checkbox plugin identifies the user only inside the opt-in.
+                event.sender_id = text("user_ref").unwrap_or_default().into();
+            }
+            None
+        }
+        "pass_thread_control" | "take_thread_control" | "request_thread_control" | "app_roles" => {
+            details.insert("handover".to_owned(), Value::from(key));
+            for k in [
+                "new_owner_app_id",
+                "previous_owner_app_id",
+                "requested_owner_app_id",
+            ] {
+                if let Some(id) = str_of(body.get(k)) {
+                    details.insert(k.to_owned(), Value::from(id));
+                }
+            }
+            if key == "app_roles" {
+                details.insert("app_roles".to_owned(), Value::Object(body.clone()));
+            }
+            set(&mut event.payload, text("metadata"));
+            None
+        }
+        "account_linking" => {
+            copy(&["status", "authorization_code"]);
+            set(&mut event.payload, text("status"));
+            None
+        }
+        "policy_enforcement" | "policy-enforcement" => {
+            copy(&["action", "reason"]);
+            set(&mut event.payload, text("action"));
+            set(&mut event.text, text("reason"));
+            None
+        }
+        "game_play" => {
+            copy(&[
+                "game_id",
+                "player_id",
+                "locale",
+                "context_type",
+                "context_id",
+                "score",
+            ]);
+            set(&mut event.payload, text("payload"));
+            None
+        }
+        "messaging_feedback" => {
+            copy(&["feedback_screens"]);
+            None
+        }
+        "response_feedback" => {
+            copy(&["mid"]);
+            set(&mut event.payload, text("feedback"));
+            None
+        }
+        _ => None,
+    }
+}
+
+fn change_event(page_id: &str, change: &Value, flags: EventFlags) -> InboundEvent {
+    let mut event = InboundEvent::new(EventKind::OTHER);
+    event.flags = flags;
+    event.account_id = page_id.into();
+    event.raw_json = change.to_string().into();
+    if let Some(field) = change.get("field").and_then(Value::as_str) {
+        event.details_json = json!({ "change": field }).to_string().into();
+    }
+    event.event_id = digest(&event, "changes").into();
     event
 }
 
@@ -200,10 +333,10 @@ fn digest(event: &InboundEvent, key: &str) -> String {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
-    if key.is_empty() || event.timestamp_ms == 0 {
-        // Without a kind or a time, only the content tells two events apart.
-        hash.update(event.raw_json.as_bytes());
-    }
+    // Two events of one kind in the same millisecond (a react and an unreact, two
+    // standby items without timestamps) differ only in content. A redelivery is
+    // byte-identical, so including it keeps the id stable.
+    hash.update(event.raw_json.as_bytes());
     format!(
         "{}:{}",
         key_or_other(key),

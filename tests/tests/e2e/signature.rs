@@ -71,3 +71,25 @@ async fn a_signed_body_that_is_not_a_webhook_is_a_400() {
     }
     assert!(graph.calls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_just_under_the_default_limit_verifies_and_is_answered() {
+    let graph = fake_graph().await;
+    let host = HostBuilder::new(&graph.url).start();
+    let text = "\\u00e4\\u00f6\\u00e5 ".repeat(54_000);
+    let body = String::from_utf8(fixture("message_text"))
+        .unwrap()
+        .replace("Hello, bot!", &text)
+        .into_bytes();
+    assert!(
+        body.len() > 1_000_000 && body.len() < 1024 * 1024,
+        "{}",
+        body.len()
+    );
+    post_signed(&host, &body).await;
+    // The echo may be split into several Send API messages; the first one shows the
+    // body was verified and decoded.
+    let calls = graph.wait_for(1, SETTLE).await;
+    assert!(!calls.is_empty());
+    assert!(calls[0].text().unwrap().starts_with("äöå äöå"));
+}
