@@ -88,6 +88,49 @@ pub fn start(config: &Config) -> anyhow::Result<Channels> {
     })
 }
 
+/// Loads the plugins folder and creates the adapter of channel `name` only: for
+/// one-off channel operations from the command line.
+pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Channel> {
+    let Some((i, channel)) = config
+        .channels
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name == name)
+    else {
+        let names: Vec<_> = config.channels.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "no channel {name:?} in the config (channels: {})",
+            names.join(", ")
+        );
+    };
+    if !channel.enabled {
+        bail!("channels[{i}] ({name}) is disabled in the config");
+    }
+    let dir = &config.server.plugins_dir;
+    let set = load_plugins(dir)?;
+    let Some(plugin) = set.get(&channel.plugin) else {
+        bail!(
+            "channels[{i}].plugin: no plugin {:?} in {}",
+            channel.plugin,
+            dir.display()
+        );
+    };
+    let adapter = plugin
+        .new_adapter(&channel.settings_json(), host_services::for_channel(name))
+        .map_err(anyhow::Error::new)
+        .with_context(|| {
+            format!(
+                "channels[{i}] ({name}): the {} plugin refused its settings",
+                channel.plugin
+            )
+        })?;
+    Ok(Channel {
+        name: name.to_owned(),
+        plugin: plugin.info.clone(),
+        adapter: Adapter::new(adapter),
+    })
+}
+
 fn report(set: &PluginSet, dir: &Path) {
     for plugin in &set.plugins {
         tracing::info!(

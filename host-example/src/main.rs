@@ -1,6 +1,6 @@
 //! Run with `host-example serve --config host.toml`; see `--help`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -8,7 +8,15 @@ use host_example::config::Config;
 
 /// The example DmFlow host: serves channel plugins' webhooks and answers with a small bot.
 #[derive(Parser)]
-#[command(name = "host-example", version, about)]
+#[command(
+    name = "host-example",
+    version,
+    about,
+    after_help = "Channel operations: host-example <CHANNEL> <OPERATION>... [--config host.toml] \
+                  [--file input.json | --json '{...}']\n\
+                  e.g. host-example messenger profile set --file profile.json\n\
+                  \x20    host-example messenger --config host.toml   (lists its operations)"
+)]
 struct Cli {
     /// Log as JSON lines instead of text (filter with RUST_LOG, default "info").
     #[arg(long, global = true)]
@@ -42,6 +50,29 @@ enum Command {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
+    /// A channel operation: `<CHANNEL> <OPERATION>...`, see below.
+    #[command(external_subcommand)]
+    Channel(Vec<OsString>),
+}
+
+/// Runs one operation of a configured channel through its plugin and prints the JSON
+/// result. Without an operation, lists the channel's operations.
+#[derive(Parser)]
+struct ChannelArgs {
+    /// The operation, as words: `profile set` runs `profile.set`.
+    operation: Vec<String>,
+    /// The config file naming the channel.
+    #[arg(long, default_value = "host.toml")]
+    config: PathBuf,
+    /// A JSON file with the operation's input.
+    #[arg(long, conflicts_with = "json")]
+    file: Option<PathBuf>,
+    /// The operation's input as inline JSON.
+    #[arg(long)]
+    json: Option<String>,
+    /// How long to wait for the result, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -121,12 +152,72 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{transcript}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Channel(words) => channel_operation(words),
         Command::Keys => {
             let mut bytes = [0u8; 24];
             getrandom::fill(&mut bytes)
                 .map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
             println!("{}", hex::encode(bytes));
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn channel_operation(words: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let channel = words
+        .first()
+        .and_then(|w| w.to_str())
+        .context("a channel name is required")?
+        .to_owned();
+    let name = format!("host-example {channel}");
+    let args = match ChannelArgs::try_parse_from(
+        std::iter::once(name.into()).chain(words.into_iter().skip(1)),
+    ) {
+        Ok(args) => args,
+        Err(err) => {
+            // --help and usage errors print themselves.
+            err.print().ok();
+            return Ok(ExitCode::from(if err.use_stderr() { 2 } else { 0 }));
+        }
+    };
+    let config = Config::load(&args.config)?;
+    let op = if args.operation.is_empty() {
+        "ops".to_owned()
+    } else {
+        args.operation.join(".")
+    };
+    let input = match (&args.file, &args.json) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("{}: cannot read", file.display()))?,
+        (None, Some(json)) => json.clone(),
+        (None, None) => "{}".to_owned(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let result = runtime.block_on(async {
+        let channel = host_example::channels::open_one(&config, &channel)?;
+        let timeout = std::time::Duration::from_millis(args.timeout_ms);
+        let result = channel.adapter.call(&op, &input, timeout).await;
+        tokio::task::spawn_blocking(move || {
+            channel.adapter.shutdown(std::time::Duration::from_secs(5))
+        })
+        .await
+        .ok();
+        anyhow::Ok(result)
+    })?;
+    match result {
+        Ok(json) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&json)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or(json);
+            println!("{pretty}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("error: {op}: {err}");
+            if !err.details_json.is_empty() {
+                eprintln!("details: {}", err.details_json);
+            }
+            Ok(ExitCode::from(1))
         }
     }
 }

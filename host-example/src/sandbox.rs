@@ -14,7 +14,7 @@ use std::{
 use axum::{
     body::Bytes,
     extract::State,
-    http::{HeaderName, HeaderValue, Method, StatusCode, Uri},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json, Router,
 };
@@ -31,6 +31,10 @@ pub struct GraphCall {
     pub query: HashMap<String, String>,
     /// The JSON body (`Null` when there was none or it was not JSON).
     pub body: Value,
+    /// The `Content-Type` header.
+    pub content_type: String,
+    /// The body as text (lossy), for non-JSON bodies such as multipart uploads.
+    pub raw_body: String,
 }
 
 impl GraphCall {
@@ -149,6 +153,7 @@ async fn record(
     State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let query = uri
@@ -159,12 +164,17 @@ async fn record(
                 .collect()
         })
         .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let call = GraphCall {
         method: method.to_string(),
         path: uri.path().to_owned(),
         query,
-        body,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        raw_body: String::from_utf8_lossy(&body).into_owned(),
     };
     let recipient = call.recipient().to_owned();
     shared.calls.lock().unwrap().push(call);
@@ -187,6 +197,20 @@ async fn record(
         return response;
     }
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "recipient_id": recipient, "message_id": format!("m_sandbox_{id}") }))
-        .into_response()
+    Json(default_answer(&method, uri.path(), &recipient, id)).into_response()
+}
+
+/// What the real Graph API answers on success, by endpoint.
+fn default_answer(method: &Method, path: &str, recipient: &str, id: u64) -> Value {
+    let endpoint = path.rsplit('/').next().unwrap_or("");
+    match (method.as_str(), endpoint) {
+        (_, "message_attachments") => json!({ "attachment_id": format!("{}", 1_000_000 + id) }),
+        ("GET", "messenger_profile") => json!({ "data": [] }),
+        (_, "messenger_profile") => json!({ "result": "success" }),
+        ("POST", "personas") => json!({ "id": format!("{}", 2_000_000 + id) }),
+        ("GET", "personas") => json!({ "data": [] }),
+        (_, e) if e.ends_with("_thread_control") => json!({ "success": true }),
+        ("DELETE", _) => json!({ "success": true }),
+        _ => json!({ "recipient_id": recipient, "message_id": format!("m_sandbox_{id}") }),
+    }
 }

@@ -13,13 +13,13 @@ use adapter_api::{
     catch_panic, AdapterError, CallCallbackBox, ChannelAdapter, ErrorKind, InboundEvent,
     OutboundMessage, SendCallbackBox, SendReceipt, Verdict, WebhookRequest,
 };
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use crate::{
     error::{Error, Result},
     log::Log,
+    ops,
     send::{graph::Graph, payload},
     settings::Settings,
     webhook,
@@ -97,12 +97,13 @@ impl MessengerAdapter {
         let log = self.log.clone();
         self.spawn(done, async move {
             let mut receipt = SendReceipt::default();
+            // Parts go one after the other: a conversation's order is kept.
             for request in &requests {
                 let answer = graph
-                    .call(&page, Method::POST, "me/messages", Some(request))
+                    .send(&page, &request.body, request.media)
                     .await
                     .inspect_err(|err| {
-                        log.warn(|| format!("send to page {} failed: {err}", page.id))
+                        log.warn(|| format!("send as page {} failed: {err}", page.id))
                     })?;
                 receipt.parts += 1;
                 receipt.recipient_id = text(&answer, "recipient_id").into();
@@ -129,39 +130,15 @@ impl MessengerAdapter {
                 }
             }
         };
-        match op {
-            "pages" => {
-                let ids: Vec<_> = self.settings.pages.iter().map(|p| p.id.as_str()).collect();
-                done.finish(Ok(json!({ "pages": ids }).to_string().into()));
-            }
-            "graph" => {
-                // A raw Graph call as one of the Pages: {page_id, method, path, body?}.
-                let field = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("");
-                let Some(page) = self.settings.page(field("page_id")).cloned() else {
-                    return done.finish(Err(Error::InvalidMessage(
-                        "graph: page_id is not a configured page".to_owned(),
-                    )
-                    .into()));
-                };
-                let Ok(method) = Method::from_bytes(field("method").as_bytes()) else {
-                    return done.finish(Err(Error::InvalidMessage(
-                        "graph: method is not an HTTP method".to_owned(),
-                    )
-                    .into()));
-                };
-                let path = field("path").to_owned();
-                let body = input.get("body").cloned();
-                let graph = Arc::clone(&self.graph);
-                self.spawn(done, async move {
-                    let answer = graph.call(&page, method, &path, body.as_ref()).await?;
-                    Ok(RString::from(answer.to_string()))
-                });
-            }
-            _ => done.finish(Err(AdapterError::new(
-                ErrorKind::UNSUPPORTED,
-                format!("unknown operation {op:?}; this adapter knows \"pages\" and \"graph\""),
-            ))),
-        }
+        let (graph, settings, op) = (
+            Arc::clone(&self.graph),
+            Arc::clone(&self.settings),
+            op.to_owned(),
+        );
+        self.spawn(done, async move {
+            let answer = ops::run(&graph, &settings, &op, input).await?;
+            Ok(RString::from(answer.to_string()))
+        });
     }
 
     /// Runs `work` on the adapter's runtime and reports its outcome, a panic included,
@@ -203,6 +180,21 @@ impl MessengerAdapter {
         let runtime = self.runtime.lock().ok().and_then(|mut r| r.take());
         if let Some(runtime) = runtime {
             runtime.shutdown_timeout(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for MessengerAdapter {
+    /// The host may drop an adapter from one of its async threads, where blocking on
+    /// the runtime's shutdown would panic (and a panic here would abort the host):
+    /// stop it in the background instead. `shutdown` is the orderly way.
+    fn drop(&mut self) {
+        let runtime = match self.runtime.get_mut() {
+            Ok(runtime) => runtime.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum Error {
         /// Whether it timed out waiting for an answer.
         timed_out: bool,
     },
+    /// The operation named in a generic call is not known.
+    #[error("{0}")]
+    Unsupported(String),
     /// The adapter is shutting down.
     #[error("the Messenger adapter is shutting down")]
     ShutDown,
@@ -100,6 +103,7 @@ impl From<Error> for AdapterError {
             Error::BadRequest(_) => Self::new(ErrorKind::BAD_REQUEST, message),
             Error::InvalidMessage(_) => Self::new(ErrorKind::INVALID_MESSAGE, message),
             Error::ShutDown => Self::new(ErrorKind::SHUT_DOWN, message),
+            Error::Unsupported(_) => Self::new(ErrorKind::UNSUPPORTED, message),
             Error::Transport { timed_out, .. } => Self::new(
                 if timed_out {
                     ErrorKind::TIMEOUT

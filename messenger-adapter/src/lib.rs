@@ -5,12 +5,14 @@
 //!
 //! - [`webhook::verify`]: the GET handshake and `X-Hub-Signature-256`
 //! - [`webhook::parse`]: every entry and every `messaging`/`standby` item as events
-//! - [`send`]: Send API bodies and the Graph client with retries
+//! - [`send`]: Send API bodies and the Graph client with retries and pacing
+//! - [`ops`]: channel operations (uploads, profile, handover, personas)
 //! - [`adapter`]: the [`ChannelAdapter`](adapter_api::ChannelAdapter) implementation
 
 pub mod adapter;
 pub mod error;
 pub mod log;
+pub mod ops;
 pub mod send;
 pub mod settings;
 pub mod webhook;

@@ -76,6 +76,19 @@ pub struct Settings {
     /// Longest delay between two tries, in milliseconds. Default 10,000.
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Send API calls per second per Page (Meta's limit: 300). 0 disables pacing.
+    #[serde(default = "default_send_rate")]
+    pub send_rate_per_second: u32,
+    /// Audio and video sends per second per Page (Meta's limit: 10). 0 disables.
+    #[serde(default = "default_media_rate")]
+    pub media_rate_per_second: u32,
+}
+
+fn default_send_rate() -> u32 {
+    300
+}
+fn default_media_rate() -> u32 {
+    10
 }
 
 fn default_graph_api_base() -> String {

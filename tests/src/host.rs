@@ -75,7 +75,8 @@ impl HostBuilder {
         self
     }
 
-    fn write(&self, dir: &Path) -> PathBuf {
+    /// Writes the plugins folder and `host.toml` into `dir`; returns the config path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
         let plugins = dir.join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         for (i, plugin) in self.plugins.iter().enumerate() {
@@ -118,6 +119,11 @@ pages = [{pages}]
         let path = dir.join("host.toml");
         std::fs::write(&path, config).unwrap();
         path
+    }
+
+    /// The environment the config's `${VAR}`s need.
+    pub fn env(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Runs `host-example serve` and waits for it to listen.

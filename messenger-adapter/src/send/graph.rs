@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::Value;
 
+use super::pace::Pacer;
 use crate::{
     error::{Error, ErrorClass, GraphError, Result},
     log::Log,
@@ -13,9 +14,33 @@ use crate::{
     webhook::verify::appsecret_proof,
 };
 
+/// What a Graph call sends.
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    /// Nothing.
+    None,
+    /// A JSON body.
+    Json(&'a Value),
+    /// A multipart upload: the `message` field and the file as `filedata`.
+    Upload(&'a Upload),
+}
+
+/// A file to upload with the Attachment Upload API.
+pub struct Upload {
+    /// The `message` form field (`{"attachment": {"type", "payload"}}`).
+    pub message: Value,
+    /// The file name sent.
+    pub file_name: String,
+    /// Its MIME type.
+    pub mime: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// Calls the Graph API as one of the configured Pages.
 pub struct Graph {
     client: reqwest::Client,
+    pacer: Pacer,
     /// `{graph_api_base}/{graph_api_version}`, without a trailing slash.
     base: String,
     settings: Settings,
@@ -40,25 +65,39 @@ impl Graph {
             settings.graph_api_base.trim_end_matches('/'),
             settings.graph_api_version
         );
+        let pacer = Pacer::new(
+            settings.pages.iter().map(|p| p.id.as_str()),
+            settings.send_rate_per_second,
+            settings.media_rate_per_second,
+        );
         Ok(Self {
             client,
+            pacer,
             base,
             settings,
             log,
         })
     }
 
-    /// `method path` as `page`, with a JSON body, retried as its errors allow.
+    /// A Send API call, paced under the Page's limits (`media`: audio or video).
+    pub async fn send(&self, page: &PageSettings, body: &Value, media: bool) -> Result<Value> {
+        self.call(page, Method::POST, "me/messages", Body::Json(body), media)
+            .await
+    }
+
+    /// `method path` as `page`, paced and retried as its errors allow.
     pub async fn call(
         &self,
         page: &PageSettings,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Body<'_>,
+        media: bool,
     ) -> Result<Value> {
         let max = self.settings.max_attempts;
         let mut attempt = 1;
         loop {
+            self.pacer.ready(&page.id, media).await;
             let error = match self.try_once(page, method.clone(), path, body).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
@@ -85,7 +124,7 @@ impl Graph {
         page: &PageSettings,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Body<'_>,
     ) -> Result<Value> {
         let token = page.access_token.expose();
         let proof = appsecret_proof(self.settings.app_secret.expose(), token);
@@ -96,8 +135,21 @@ impl Graph {
                 format!("{}/{}", self.base, path.trim_start_matches('/')),
             )
             .query(&[("access_token", token), ("appsecret_proof", proof.as_str())]);
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Body::None => {}
+            Body::Json(json) => request = request.json(json),
+            Body::Upload(upload) => {
+                let file = reqwest::multipart::Part::bytes(upload.bytes.clone())
+                    .file_name(upload.file_name.clone())
+                    .mime_str(&upload.mime)
+                    .map_err(|_| {
+                        Error::InvalidMessage(format!("bad MIME type {:?}", upload.mime))
+                    })?;
+                let form = reqwest::multipart::Form::new()
+                    .text("message", upload.message.to_string())
+                    .part("filedata", file);
+                request = request.multipart(form);
+            }
         }
         let response = request.send().await.map_err(Error::transport)?;
         let status = response.status();

@@ -3,6 +3,7 @@
 
 mod handshake;
 mod host;
+mod operations;
 mod replies;
 mod signature;
 
