@@ -54,12 +54,15 @@ pub struct SendReceipt {
     pub recipient_id: RString,
     /// How many channel requests the message took.
     pub parts: u32,
+    /// How many tries those requests took in all (`attempts - parts` were retries).
+    pub attempts: u32,
 }
 
 /// Receives the outcome of one [`ChannelAdapter::send`]. Implemented by the host.
 #[sabi_trait]
 pub trait SendCallback: Send + 'static {
     /// Called exactly once, from any thread, when the send finished or failed for good.
+    /// A failure's `details_json` may hold `"attempts"`, the tries it took.
     #[sabi(last_prefix_field)]
     fn done(self, result: RResult<SendReceipt, AdapterError>);
 }

@@ -54,11 +54,12 @@ pub struct ServerConfig {
     /// Largest webhook body accepted, in bytes. Default 1 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Events waiting to be processed, per worker, before webhooks get 503. Default 1024.
+    /// Events accepted but not yet processed, in all, before webhooks get 503 (Meta
+    /// retries them). Default 10,000.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
-    /// Workers processing events; one conversation always goes to the same worker, so
-    /// its events are handled in order. Default 64.
+    /// Conversations processed at the same time; one conversation's events are
+    /// always processed one after another, in order. Default 256.
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// How long one send may take, retries included, in milliseconds. Default 60,000.
@@ -76,10 +77,10 @@ fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
 fn default_queue_capacity() -> usize {
-    1024
+    10_000
 }
 fn default_workers() -> usize {
-    64
+    256
 }
 fn default_send_timeout_ms() -> u64 {
     60_000
@@ -120,6 +121,50 @@ impl fmt::Debug for ChannelConfig {
     }
 }
 
+/// `[queue]`: where accepted events wait until their replies are sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// SQLite file keeping accepted events across crashes, relative to the config
+    /// file; `":memory:"` keeps them in memory only. Default `queue.sqlite3`.
+    #[serde(default = "default_queue_path")]
+    pub path: PathBuf,
+    /// How long a processed event id is remembered to drop redeliveries, in seconds.
+    /// Default 86,400 (a day).
+    #[serde(default = "default_remember_secs")]
+    pub remember_secs: u64,
+    /// At most this many processed ids are remembered in memory mode. Default 100,000.
+    #[serde(default = "default_remember_max")]
+    pub remember_max: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            path: default_queue_path(),
+            remember_secs: default_remember_secs(),
+            remember_max: default_remember_max(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Whether events are kept in memory only.
+    pub fn in_memory(&self) -> bool {
+        self.path.as_os_str() == ":memory:"
+    }
+}
+
+fn default_queue_path() -> PathBuf {
+    PathBuf::from("queue.sqlite3")
+}
+fn default_remember_secs() -> u64 {
+    86_400
+}
+fn default_remember_max() -> usize {
+    100_000
+}
+
 /// `[bot]`: the example bot.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +181,8 @@ struct RawConfig {
     #[serde(default)]
     channels: Vec<ChannelConfig>,
     #[serde(default)]
+    queue: QueueConfig,
+    #[serde(default)]
     bot: BotConfig,
 }
 
@@ -146,6 +193,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[[channels]]`, settings with `${VAR}` replaced.
     pub channels: Vec<ChannelConfig>,
+    /// `[queue]`, with `path` resolved against the config file's folder.
+    pub queue: QueueConfig,
     /// `[bot]`.
     pub bot: BotConfig,
 }
@@ -186,7 +235,13 @@ impl Config {
         if server.plugins_dir.is_relative() {
             server.plugins_dir = base.join(&server.plugins_dir);
         }
+        let mut queue = raw.queue;
+        if !queue.in_memory() && queue.path.is_relative() {
+            queue.path = base.join(&queue.path);
+        }
         let positive = [
+            ("queue.remember_secs", queue.remember_secs),
+            ("queue.remember_max", queue.remember_max as u64),
             ("server.max_body_bytes", server.max_body_bytes as u64),
             ("server.queue_capacity", server.queue_capacity as u64),
             ("server.workers", server.workers as u64),
@@ -239,6 +294,7 @@ impl Config {
         Ok(Self {
             server,
             channels,
+            queue,
             bot: raw.bot,
         })
     }
@@ -372,6 +428,9 @@ pages = [{ id = "1", access_token = "${TOKEN}" }]
         assert_eq!(settings["verify_token"], "literal-$-token");
         assert_eq!(settings["pages"][0]["access_token"], "page-token");
         assert!(config.channels[0].enabled);
+        assert_eq!(config.queue.path, Path::new("/etc/dmflow/queue.sqlite3"));
+        let memory = parse(&format!("{GOOD}\n[queue]\npath = \":memory:\"\n")).unwrap();
+        assert!(memory.queue.in_memory());
     }
 
     #[test]
@@ -418,6 +477,18 @@ pages = [{ id = "1", access_token = "${TOKEN}" }]
             (
                 format!("{GOOD}\n[[channels]]\nname = \"messenger\"\nplugin = \"x\"\n"),
                 "channels[1].name",
+            ),
+            (
+                format!("{GOOD}\n[queue]\nremember_secs = 0\n"),
+                "queue.remember_secs",
+            ),
+            (format!("{GOOD}\n[queue]\npaht = \"x\"\n"), "paht"),
+            (
+                GOOD.replace(
+                    "listen = \"127.0.0.1:8080\"",
+                    "listen = \"127.0.0.1:8080\"\nmax_body_bytes = -1",
+                ),
+                "max_body_bytes",
             ),
         ];
         for (text, key) in cases {

@@ -111,6 +111,9 @@ pub async fn run(plugins_dir: &Path) -> anyhow::Result<String> {
 listen = "127.0.0.1:0"
 plugins_dir = {plugins_dir:?}
 
+[queue]
+path = ":memory:"
+
 [[channels]]
 name = "messenger"
 plugin = "messenger"

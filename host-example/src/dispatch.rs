@@ -1,132 +1,337 @@
-//! After the 200: events wait in bounded queues and are processed by workers. One
-//! conversation (channel, account, sender) always lands on the same worker, so its
-//! events are handled in order; different conversations run in parallel.
+//! After the 200: accepted events are processed by conversation. One conversation's
+//! (channel, account, sender) events run strictly one after another, in arrival order;
+//! different conversations run in parallel, at most `workers` at a time. The number of
+//! events waiting is bounded: past it, webhooks are refused (503) instead of memory
+//! growing. Every accepted event is in the [`Store`] until its replies are sent.
 
-use std::{hash::BuildHasher, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use adapter_api::InboundEvent;
-use tokio::{sync::mpsc, task::JoinSet};
+use adapter_api::{ErrorKind, InboundEvent};
+use tokio::sync::{Notify, Semaphore};
 
-use crate::{bot, channels::Channel, config::BotConfig};
+use crate::{
+    bot,
+    channels::Channel,
+    config::BotConfig,
+    metrics::{self, Metrics},
+    store::{Outcome, Store, StoreError},
+};
+
+/// Why events were not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// Too many events are waiting: answer 503 so Meta retries later.
+    #[error("event queues are full")]
+    Full,
+    /// The host is shutting down.
+    #[error("the host is shutting down")]
+    Closed,
+    /// The events could not be written down.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many events of a webhook were new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Queued for processing.
+    pub new: usize,
+    /// Dropped as redeliveries.
+    pub duplicates: usize,
+}
 
 struct Job {
     channel: Arc<Channel>,
     event: InboundEvent,
+    /// Replies already sent before a restart.
+    skip: u32,
 }
 
-/// The queues are full: the webhook should be answered 503 so Meta retries later.
-#[derive(Debug, thiserror::Error)]
-#[error("event queues are full")]
-pub struct QueueFull;
+type Key = (String, String, String);
 
-/// The worker pool.
+#[derive(Default)]
+struct Queues {
+    /// Conversations being processed, with the events waiting behind the current one.
+    running: HashMap<Key, VecDeque<Job>>,
+    /// Events accepted and not finished.
+    pending: usize,
+    closed: bool,
+}
+
+struct Inner {
+    queues: Mutex<Queues>,
+    store: Arc<Store>,
+    workers: Semaphore,
+    capacity: usize,
+    idle: Notify,
+    bot: BotConfig,
+    send_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// The event dispatcher. Cheap to clone.
+#[derive(Clone)]
 pub struct Dispatcher {
-    queues: Vec<mpsc::Sender<Job>>,
-    workers: JoinSet<()>,
-    hasher: std::collections::hash_map::RandomState,
+    inner: Arc<Inner>,
+}
+
+/// How the dispatcher runs.
+pub struct Settings {
+    /// Conversations processed at once.
+    pub workers: usize,
+    /// Events waiting, in all, before [`EnqueueError::Full`].
+    pub capacity: usize,
+    /// The example bot's settings.
+    pub bot: BotConfig,
+    /// How long one reply may take.
+    pub send_timeout: Duration,
 }
 
 impl Dispatcher {
-    /// Starts `workers` workers, each with a queue of `capacity` events.
-    pub fn start(workers: usize, capacity: usize, bot: BotConfig, send_timeout: Duration) -> Self {
-        let bot = Arc::new(bot);
-        let mut set = JoinSet::new();
-        let queues = (0..workers)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(capacity);
-                set.spawn(work(rx, Arc::clone(&bot), send_timeout));
-                tx
-            })
-            .collect();
+    /// A dispatcher writing to `store`.
+    pub fn new(settings: Settings, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
         Self {
-            queues,
-            workers: set,
-            hasher: Default::default(),
+            inner: Arc::new(Inner {
+                queues: Mutex::default(),
+                store,
+                workers: Semaphore::new(settings.workers),
+                capacity: settings.capacity,
+                idle: Notify::new(),
+                bot: settings.bot,
+                send_timeout: settings.send_timeout,
+                metrics,
+            }),
         }
     }
 
-    /// Queues all of `events` or none of them.
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.inner.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `events` down and queues the new ones, all or none; redeliveries are
+    /// dropped. Must be called from within the tokio runtime.
     pub fn enqueue(
         &self,
         channel: &Arc<Channel>,
         events: Vec<InboundEvent>,
-    ) -> Result<(), QueueFull> {
-        let mut permits = Vec::with_capacity(events.len());
-        for event in &events {
-            let queue = &self.queues[self.queue_of(channel, event)];
-            permits.push(queue.try_reserve().map_err(|_| QueueFull)?);
+    ) -> Result<Accepted, EnqueueError> {
+        let mut queues = self.queues();
+        if queues.closed {
+            return Err(EnqueueError::Closed);
         }
-        for (permit, event) in permits.into_iter().zip(events) {
-            permit.send(Job {
+        if queues.pending + events.len() > self.inner.capacity {
+            return Err(EnqueueError::Full);
+        }
+        let fresh = self.inner.store.accept(&channel.name, &events)?;
+        let mut accepted = Accepted {
+            new: 0,
+            duplicates: 0,
+        };
+        for (event, fresh) in events.into_iter().zip(fresh) {
+            if !fresh {
+                accepted.duplicates += 1;
+                self.inner
+                    .metrics
+                    .duplicates
+                    .get_or_create(&metrics::Channel::of(&channel.name))
+                    .inc();
+                tracing::debug!(channel = channel.name, event_id = %event.event_id, "redelivered event dropped");
+                continue;
+            }
+            accepted.new += 1;
+            self.inner
+                .metrics
+                .events
+                .get_or_create(&metrics::Kind {
+                    channel: channel.name.clone(),
+                    kind: event.kind.name().to_owned(),
+                })
+                .inc();
+            self.schedule(
+                &mut queues,
+                Job {
+                    channel: Arc::clone(channel),
+                    event,
+                    skip: 0,
+                },
+            );
+        }
+        Ok(accepted)
+    }
+
+    /// Queues events read back from the store after a restart.
+    pub fn resume(&self, channel: &Arc<Channel>, event: InboundEvent, sent: u32) {
+        let mut queues = self.queues();
+        self.schedule(
+            &mut queues,
+            Job {
                 channel: Arc::clone(channel),
                 event,
-            });
+                skip: sent,
+            },
+        );
+    }
+
+    fn schedule(&self, queues: &mut Queues, job: Job) {
+        queues.pending += 1;
+        self.inner.metrics.queue_depth.set(queues.pending as i64);
+        let key = (
+            job.channel.name.clone(),
+            job.event.account_id.to_string(),
+            job.event.sender_id.to_string(),
+        );
+        if let Some(waiting) = queues.running.get_mut(&key) {
+            waiting.push_back(job);
+            return;
         }
-        Ok(())
+        queues.running.insert(key.clone(), VecDeque::new());
+        let this = self.clone();
+        tokio::spawn(async move { this.run_conversation(key, job).await });
     }
 
-    fn queue_of(&self, channel: &Channel, event: &InboundEvent) -> usize {
-        let hash = self
-            .hasher
-            .hash_one((channel.name.as_str(), event.conversation_key()));
-        (hash % self.queues.len() as u64) as usize
-    }
-
-    /// Events waiting in the queues.
-    pub fn depth(&self) -> usize {
-        self.queues
-            .iter()
-            .map(|q| q.max_capacity() - q.capacity())
-            .sum()
-    }
-
-    /// Stops taking events and waits up to `grace` for the queued ones to be processed.
-    /// Returns whether everything was processed in time.
-    pub async fn drain(self, grace: Duration) -> bool {
-        let Self {
-            queues,
-            mut workers,
-            ..
-        } = self;
-        drop(queues);
-        let all = async { while workers.join_next().await.is_some() {} };
-        tokio::time::timeout(grace, all).await.is_ok()
-    }
-}
-
-async fn work(mut queue: mpsc::Receiver<Job>, bot: Arc<BotConfig>, send_timeout: Duration) {
-    while let Some(Job { channel, event }) = queue.recv().await {
-        process(&channel, &event, &bot, send_timeout).await;
-    }
-}
-
-async fn process(channel: &Channel, event: &InboundEvent, bot: &BotConfig, send_timeout: Duration) {
-    tracing::debug!(
-        channel = channel.name,
-        kind = event.kind.name(),
-        event_id = %event.event_id,
-        "processing event"
-    );
-    for reply in bot::replies(event, bot) {
-        match channel.adapter.send(reply, send_timeout).await {
-            Ok(receipt) => tracing::debug!(
-                channel = channel.name,
-                event_id = %event.event_id,
-                message_id = %receipt.message_id,
-                "reply sent"
-            ),
-            Err(err) => {
-                tracing::warn!(
-                    channel = channel.name,
-                    event_id = %event.event_id,
-                    kind = %err.kind,
-                    details = %err.details_json,
-                    "reply failed: {}",
-                    err.message
-                );
-                // The rest of this event's replies would arrive out of context.
-                break;
+    /// Processes a conversation's events until none is waiting.
+    async fn run_conversation(self, key: Key, mut job: Job) {
+        loop {
+            {
+                let _permit = self.inner.workers.acquire().await;
+                self.process(&job).await;
+            }
+            let mut queues = self.queues();
+            queues.pending -= 1;
+            self.inner.metrics.queue_depth.set(queues.pending as i64);
+            if queues.pending == 0 {
+                self.inner.idle.notify_waiters();
+            }
+            let next = queues.running.get_mut(&key).and_then(VecDeque::pop_front);
+            match next {
+                Some(next) => job = next,
+                None => {
+                    queues.running.remove(&key);
+                    return;
+                }
             }
         }
     }
+
+    async fn process(&self, job: &Job) {
+        let (channel, event) = (&job.channel, &job.event);
+        let replies = bot::replies(event, &self.inner.bot);
+        let total = replies.len();
+        let mut outcome = Outcome::Done;
+        for (i, reply) in replies.into_iter().enumerate().skip(job.skip as usize) {
+            let started = Instant::now();
+            let result = channel.adapter.send(reply, self.inner.send_timeout).await;
+            let labels = metrics::Channel::of(&channel.name);
+            self.inner
+                .metrics
+                .send_seconds
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let (result_name, attempts) = match &result {
+                Ok(receipt) => (
+                    "ok",
+                    u64::from(receipt.attempts.saturating_sub(receipt.parts)),
+                ),
+                Err(err) => (err.kind.name(), attempts_of(err).saturating_sub(1)),
+            };
+            self.inner
+                .metrics
+                .retries
+                .get_or_create(&labels)
+                .inc_by(attempts);
+            self.inner
+                .metrics
+                .sends
+                .get_or_create(&metrics::Outcome {
+                    channel: channel.name.clone(),
+                    outcome: result_name.to_owned(),
+                })
+                .inc();
+            match result {
+                Ok(receipt) => {
+                    tracing::debug!(
+                        channel = channel.name,
+                        event_id = %event.event_id,
+                        message_id = %receipt.message_id,
+                        "reply sent"
+                    );
+                    if i + 1 < total {
+                        self.note(self.inner.store.progress(
+                            &channel.name,
+                            &event.event_id,
+                            (i + 1) as u32,
+                        ));
+                    }
+                }
+                Err(err) if err.kind == ErrorKind::SHUT_DOWN => {
+                    // Still pending in the store: it is sent after the restart.
+                    tracing::info!(channel = channel.name, event_id = %event.event_id, "reply left for after the restart");
+                    return;
+                }
+                Err(err) => {
+                    if matches!(err.kind, ErrorKind::PANICKED | ErrorKind::TIMEOUT) {
+                        self.inner
+                            .metrics
+                            .plugin_failures
+                            .get_or_create(&labels)
+                            .inc();
+                    }
+                    tracing::warn!(
+                        channel = channel.name,
+                        event_id = %event.event_id,
+                        kind = %err.kind,
+                        details = %err.details_json,
+                        "reply failed for good: {}",
+                        err.message
+                    );
+                    // The rest of this event's replies would arrive out of context.
+                    outcome = Outcome::Failed;
+                    break;
+                }
+            }
+        }
+        self.note(
+            self.inner
+                .store
+                .finish(&channel.name, &event.event_id, outcome),
+        );
+    }
+
+    fn note(&self, result: Result<(), StoreError>) {
+        if let Err(err) = result {
+            tracing::error!("{err}");
+        }
+    }
+
+    /// Events accepted and not yet processed.
+    pub fn depth(&self) -> usize {
+        self.queues().pending
+    }
+
+    /// Stops taking events and waits up to `grace` for the accepted ones to be
+    /// processed. Returns whether everything was processed in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.queues().closed = true;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.depth() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.depth() == 0;
+            }
+        }
+    }
+}
+
+fn attempts_of(err: &adapter_api::AdapterError) -> u64 {
+    serde_json::from_str::<serde_json::Value>(&err.details_json)
+        .ok()
+        .and_then(|d| d["attempts"].as_u64())
+        .unwrap_or(1)
 }

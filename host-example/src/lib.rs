@@ -9,8 +9,10 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod host_services;
+pub mod metrics;
 pub mod sandbox;
 pub mod server;
+pub mod store;
 
 use std::{
     future::Future,
@@ -22,31 +24,51 @@ use std::{
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::{config::Config, dispatch::Dispatcher, server::AppState};
+use crate::{
+    config::Config, dispatch::Dispatcher, metrics::Metrics, server::AppState, store::Store,
+};
 
 /// A host whose channels are up and whose port is bound, not yet serving.
 pub struct Server {
     config: Config,
     state: Arc<AppState>,
+    store: Arc<Store>,
     listener: TcpListener,
     addr: SocketAddr,
 }
 
 impl Server {
-    /// Loads the plugins, creates the enabled channels' adapters and binds the port.
+    /// Loads the plugins, creates the enabled channels' adapters, opens the event
+    /// store, queues the events a previous run left pending, and binds the port.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let channels = channels::start(&config)?;
-        let dispatcher = Dispatcher::start(
-            config.server.workers,
-            config.server.queue_capacity,
-            config.bot.clone(),
-            config.send_timeout(),
+        let remember = Duration::from_secs(config.queue.remember_secs);
+        let store = Arc::new(if config.queue.in_memory() {
+            Store::in_memory(remember, config.queue.remember_max)
+        } else {
+            Store::open(&config.queue.path, remember).with_context(|| {
+                format!("queue.path: cannot open {}", config.queue.path.display())
+            })?
+        });
+        let metrics = Arc::new(Metrics::default());
+        let dispatcher = Dispatcher::new(
+            dispatch::Settings {
+                workers: config.server.workers,
+                capacity: config.server.queue_capacity,
+                bot: config.bot.clone(),
+                send_timeout: config.send_timeout(),
+            },
+            Arc::clone(&store),
+            Arc::clone(&metrics),
         );
+        resume_pending(&store, &dispatcher, &channels.by_name)?;
+
         let state = Arc::new(AppState {
             channels: channels.by_name,
             plugins: channels.plugins,
             dispatcher,
             max_body_bytes: config.server.max_body_bytes,
+            metrics,
         });
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
@@ -56,6 +78,7 @@ impl Server {
         Ok(Self {
             config,
             state,
+            store,
             listener,
             addr,
         })
@@ -68,7 +91,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains: stops accepting webhooks, lets
     /// queued events and in-flight sends finish (up to `server.shutdown_grace_ms`),
-    /// and shuts the adapters down.
+    /// and shuts the adapters down. Events still unsent stay in the store.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -76,22 +99,30 @@ impl Server {
         let Self {
             config,
             state,
+            store,
             listener,
             addr,
         } = self;
         let channels: Vec<_> = state.channels.values().cloned().collect();
         tracing::info!(%addr, channels = channels.len(), "serving webhooks");
+        let pruning = tokio::spawn(prune_forever(Arc::clone(&store)));
         axum::serve(listener, server::app(Arc::clone(&state)))
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")?;
+        pruning.abort();
 
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let started = Instant::now();
-        tracing::info!("shutting down: draining queued events");
-        let state = wait_for_sole_owner(state).await;
+        tracing::info!(
+            pending = state.dispatcher.depth(),
+            "shutting down: draining accepted events"
+        );
         if !state.dispatcher.drain(grace).await {
-            tracing::warn!("shutdown grace period over with events still queued");
+            tracing::warn!(
+                pending = state.dispatcher.depth(),
+                "shutdown grace period over; unsent events stay queued for the next start"
+            );
         }
         for channel in channels {
             let left = grace.saturating_sub(started.elapsed());
@@ -104,25 +135,52 @@ impl Server {
     }
 }
 
+/// Queues what a previous run accepted and did not finish.
+fn resume_pending(
+    store: &Store,
+    dispatcher: &Dispatcher,
+    channels: &std::collections::HashMap<String, Arc<channels::Channel>>,
+) -> anyhow::Result<()> {
+    let pending = store.pending()?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        events = pending.len(),
+        "resuming events accepted before the last stop"
+    );
+    for item in pending {
+        match channels.get(&item.channel) {
+            Some(channel) => dispatcher.resume(channel, item.event, item.sent),
+            None => tracing::warn!(
+                channel = item.channel,
+                event_id = %item.event.event_id,
+                "pending event of a channel that is not enabled; left in the queue"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Forgets old processed event ids once a minute.
+async fn prune_forever(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match store.prune() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(forgotten = n, "old event ids pruned"),
+            Err(err) => tracing::error!("{err}"),
+        }
+    }
+}
+
 /// `serve`: binds, prints `listening on http://ADDR` on stdout, and runs until
 /// SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
     println!("listening on http://{}", server.addr());
     server.run(shutdown_signal()).await
-}
-
-/// Request handlers that are still finishing hold the state; wait for them briefly.
-async fn wait_for_sole_owner(mut state: Arc<AppState>) -> AppState {
-    loop {
-        match Arc::try_unwrap(state) {
-            Ok(state) => return state,
-            Err(shared) => {
-                state = shared;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

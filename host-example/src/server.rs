@@ -1,6 +1,6 @@
 //! The HTTP side: webhook routes, `/healthz`.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use adapter_api::{ErrorKind, Header, Verdict, WebhookRequest};
 use axum::{
@@ -13,7 +13,11 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{channels::Channel, dispatch::Dispatcher};
+use crate::{
+    channels::Channel,
+    dispatch::{Dispatcher, EnqueueError},
+    metrics::{self, Metrics},
+};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -25,6 +29,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// The host's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The host's routes.
@@ -32,6 +38,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhooks/{name}", get(webhook).post(webhook))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 
@@ -62,6 +69,17 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
     }))
 }
 
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
         status,
@@ -79,22 +97,48 @@ async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let Some(channel) = state.channels.get(&name) else {
         return text(StatusCode::NOT_FOUND, "no such channel");
     };
+    let (outcome, response) = handle(&state, channel, method, uri, headers, body).await;
+    state.metrics.webhook(&name, outcome);
+    state
+        .metrics
+        .ack_seconds
+        .get_or_create(&metrics::Channel::of(&name))
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Verifies, parses and queues one webhook; returns the outcome's metric name too.
+async fn handle(
+    state: &AppState,
+    channel: &Arc<Channel>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> (&'static str, Response) {
+    let name = channel.name.as_str();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > state.max_body_bytes) {
-        return too_large(&name, state.max_body_bytes);
+        return ("too_large", too_large(name, state.max_body_bytes));
     }
     let body: Bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
         Ok(body) => body,
-        Err(err) if is_length_limit(&err) => return too_large(&name, state.max_body_bytes),
+        Err(err) if is_length_limit(&err) => {
+            return ("too_large", too_large(name, state.max_body_bytes))
+        }
         Err(err) => {
             tracing::debug!(channel = name, "could not read the body: {err}");
-            return text(StatusCode::BAD_REQUEST, "could not read the request body");
+            return (
+                "bad_request",
+                text(StatusCode::BAD_REQUEST, "could not read the request body"),
+            );
         }
     };
 
@@ -117,17 +161,25 @@ async fn webhook(
 
     match channel.adapter.verify(&request) {
         Verdict::Respond(response) => {
+            let outcome = match response.status {
+                200..=299 => "answered",
+                401 | 403 => "unauthorized",
+                405 => "method_not_allowed",
+                500..=599 => "plugin_error",
+                _ => "refused",
+            };
             if response.status >= 400 {
                 tracing::info!(channel = name, status = response.status, "webhook refused");
             }
             let status =
                 StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return (
+            let response = (
                 status,
                 [(header::CONTENT_TYPE, response.content_type.to_string())],
                 response.body.into_vec(),
             )
                 .into_response();
+            return (outcome, response);
         }
         Verdict::Accept => {}
     }
@@ -136,25 +188,56 @@ async fn webhook(
         Ok(events) => events,
         Err(err) if err.kind == ErrorKind::BAD_REQUEST => {
             tracing::info!(channel = name, "webhook body refused: {}", err.message);
-            return text(StatusCode::BAD_REQUEST, err.message.to_string());
+            return (
+                "bad_request",
+                text(StatusCode::BAD_REQUEST, err.message.to_string()),
+            );
         }
         Err(err) => {
             tracing::error!(channel = name, kind = %err.kind, "parse failed: {}", err.message);
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the channel adapter failed",
+            if err.kind == ErrorKind::PANICKED {
+                state
+                    .metrics
+                    .plugin_failures
+                    .get_or_create(&metrics::Channel::of(name))
+                    .inc();
+            }
+            return (
+                "plugin_error",
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the channel adapter failed",
+                ),
             );
         }
     };
     let count = events.len();
     match state.dispatcher.enqueue(channel, events) {
-        Ok(()) => {
-            tracing::debug!(channel = name, events = count, "webhook accepted");
-            text(StatusCode::OK, "EVENT_RECEIVED")
+        Ok(accepted) => {
+            tracing::debug!(
+                channel = name,
+                new = accepted.new,
+                duplicates = accepted.duplicates,
+                "webhook accepted"
+            );
+            ("accepted", text(StatusCode::OK, "EVENT_RECEIVED"))
         }
-        Err(full) => {
-            tracing::warn!(channel = name, events = count, "webhook refused: {full}");
-            text(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later")
+        Err(err @ (EnqueueError::Full | EnqueueError::Closed)) => {
+            tracing::warn!(channel = name, events = count, "webhook refused: {err}");
+            (
+                "unavailable",
+                text(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later"),
+            )
+        }
+        Err(err) => {
+            tracing::error!(channel = name, events = count, "webhook not stored: {err}");
+            (
+                "store_error",
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot store events, retry later",
+                ),
+            )
         }
     }
 }

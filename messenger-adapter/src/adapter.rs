@@ -99,17 +99,20 @@ impl MessengerAdapter {
             let mut receipt = SendReceipt::default();
             // Parts go one after the other: a conversation's order is kept.
             for request in &requests {
-                let answer = graph
-                    .send(&page, &request.body, request.media)
-                    .await
-                    .inspect_err(|err| {
-                        log.warn(|| format!("send as page {} failed: {err}", page.id))
-                    })?;
+                let (answer, attempts) = graph.send(&page, &request.body, request.media).await;
+                receipt.attempts += attempts;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(err) => {
+                        log.warn(|| format!("send as page {} failed: {err}", page.id));
+                        return Err(with_attempts(err.into(), receipt.attempts));
+                    }
+                };
                 receipt.parts += 1;
                 receipt.recipient_id = text(&answer, "recipient_id").into();
                 receipt.message_id = text(&answer, "message_id").into();
             }
-            Ok(receipt)
+            Ok::<_, AdapterError>(receipt)
         });
     }
 
@@ -136,7 +139,9 @@ impl MessengerAdapter {
             op.to_owned(),
         );
         self.spawn(done, async move {
-            let answer = ops::run(&graph, &settings, &op, input).await?;
+            let answer = ops::run(&graph, &settings, &op, input)
+                .await
+                .map_err(AdapterError::from)?;
             Ok(RString::from(answer.to_string()))
         });
     }
@@ -146,14 +151,14 @@ impl MessengerAdapter {
     fn spawn<T, F>(&self, done: Completion<T>, work: F)
     where
         T: Send + 'static,
-        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        F: std::future::Future<Output = std::result::Result<T, AdapterError>> + Send + 'static,
     {
         let guard = InFlight::enter(&self.in_flight);
         let task = self.handle.spawn(work);
         self.handle.spawn(async move {
             let _guard = guard;
             let result = match task.await {
-                Ok(result) => result.map_err(AdapterError::from),
+                Ok(result) => result,
                 Err(join) if join.is_panic() => Err(AdapterError::new(
                     ErrorKind::PANICKED,
                     "the Messenger adapter panicked while sending",
@@ -197,6 +202,17 @@ impl Drop for MessengerAdapter {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Adds `"attempts"` to an error's details, for the host's retry metrics.
+fn with_attempts(mut err: AdapterError, attempts: u32) -> AdapterError {
+    let mut details = serde_json::from_str::<Value>(&err.details_json)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    details["attempts"] = Value::from(attempts);
+    err.details_json = details.to_string().into();
+    err
 }
 
 fn text(value: &Value, key: &str) -> String {

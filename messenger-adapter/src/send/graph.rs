@@ -79,9 +79,15 @@ impl Graph {
         })
     }
 
-    /// A Send API call, paced under the Page's limits (`media`: audio or video).
-    pub async fn send(&self, page: &PageSettings, body: &Value, media: bool) -> Result<Value> {
-        self.call(page, Method::POST, "me/messages", Body::Json(body), media)
+    /// A Send API call, paced under the Page's limits (`media`: audio or video), with
+    /// the number of tries it took.
+    pub async fn send(
+        &self,
+        page: &PageSettings,
+        body: &Value,
+        media: bool,
+    ) -> (Result<Value>, u32) {
+        self.call_counted(page, Method::POST, "me/messages", Body::Json(body), media)
             .await
     }
 
@@ -94,19 +100,30 @@ impl Graph {
         body: Body<'_>,
         media: bool,
     ) -> Result<Value> {
+        self.call_counted(page, method, path, body, media).await.0
+    }
+
+    async fn call_counted(
+        &self,
+        page: &PageSettings,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+        media: bool,
+    ) -> (Result<Value>, u32) {
         let max = self.settings.max_attempts;
         let mut attempt = 1;
         loop {
             self.pacer.ready(&page.id, media).await;
             let error = match self.try_once(page, method.clone(), path, body).await {
-                Ok(value) => return Ok(value),
+                Ok(value) => return (Ok(value), attempt),
                 Err(error) => error,
             };
             let Some(delay) = self.retry_delay(&error, attempt) else {
-                return Err(error);
+                return (Err(error), attempt);
             };
             if attempt >= max {
-                return Err(error);
+                return (Err(error), attempt);
             }
             self.log.warn(|| {
                 format!(
