@@ -9,17 +9,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
 use tempfile::TempDir;
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 use crate::{messenger_plugin, page_token, APP_SECRET, PAGES, VERIFY_TOKEN};
 
-/// How to start a host.
+/// How to start a host. Every host it starts shares one folder (plugins, config,
+/// event store), so a restarted host finds what the previous one left.
 pub struct HostBuilder {
+    dir: Arc<TempDir>,
     graph_url: String,
     plugins: Vec<PathBuf>,
     extra_server: String,
     extra_channels: String,
     messenger_enabled: bool,
+    messenger_settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
 }
 
@@ -27,11 +37,13 @@ impl HostBuilder {
     /// A host with the Messenger plugin, its channel enabled, talking to `graph_url`.
     pub fn new(graph_url: &str) -> Self {
         Self {
+            dir: Arc::new(tempfile::tempdir().unwrap()),
             graph_url: graph_url.to_owned(),
             plugins: vec![messenger_plugin()],
             extra_server: String::new(),
             extra_channels: String::new(),
             messenger_enabled: true,
+            messenger_settings: vec![("backoff_base_ms".to_owned(), "20".to_owned())],
             env: vec![
                 ("TEST_FB_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
                 ("TEST_FB_VERIFY_TOKEN".to_owned(), VERIFY_TOKEN.to_owned()),
@@ -51,6 +63,15 @@ impl HostBuilder {
     #[must_use]
     pub fn channels(mut self, toml: &str) -> Self {
         self.extra_channels.push_str(toml);
+        self
+    }
+
+    /// Sets a Messenger setting to a TOML value, e.g. `("backoff_base_ms", "5000")`.
+    #[must_use]
+    pub fn messenger_setting(mut self, key: &str, value: &str) -> Self {
+        self.messenger_settings.retain(|(k, _)| k != key);
+        self.messenger_settings
+            .push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -82,7 +103,11 @@ impl HostBuilder {
         for (i, plugin) in self.plugins.iter().enumerate() {
             let name = plugin.file_name().unwrap().to_string_lossy().into_owned();
             let name = if i == 0 { name } else { format!("{i}-{name}") };
-            std::fs::copy(plugin, plugins.join(name)).unwrap();
+            let target = plugins.join(name);
+            // Never overwrite a library a previous host of this folder loaded.
+            if !target.exists() {
+                std::fs::copy(plugin, target).unwrap();
+            }
         }
         let mut pages = String::new();
         for page in PAGES {
@@ -107,13 +132,17 @@ app_secret = "${{TEST_FB_APP_SECRET}}"
 verify_token = "${{TEST_FB_VERIFY_TOKEN}}"
 graph_api_base = "{graph}"
 graph_api_version = "v25.0"
-backoff_base_ms = 20
-pages = [{pages}]
+{settings}pages = [{pages}]
 {extra_channels}
 "#,
             extra_server = self.extra_server,
             enabled = self.messenger_enabled,
             graph = self.graph_url,
+            settings = self
+                .messenger_settings
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect::<String>(),
             extra_channels = self.extra_channels,
         );
         let path = dir.join("host.toml");
@@ -127,16 +156,17 @@ pages = [{pages}]
     }
 
     /// Runs `host-example serve` and waits for it to listen.
-    pub fn start(self) -> Host {
+    pub fn start(&self) -> Host {
         self.try_start()
             .unwrap_or_else(|log| panic!("the host did not start:\n{log}"))
     }
 
     /// Runs `host-example serve`; `Err` holds its log when it exits before listening.
-    pub fn try_start(self) -> Result<Host, String> {
-        let dir = tempfile::tempdir().unwrap();
+    pub fn try_start(&self) -> Result<Host, String> {
+        let dir = Arc::clone(&self.dir);
         let config = self.write(dir.path());
-        let log_path = dir.path().join("host.log");
+        let run = RUNS.fetch_add(1, Ordering::SeqCst);
+        let log_path = dir.path().join(format!("host-{run}.log"));
         let mut child = Command::new(crate::host_bin())
             .args(["serve", "--config"])
             .arg(&config)
@@ -181,7 +211,7 @@ pub struct Host {
     pub url: String,
     child: Child,
     log_path: PathBuf,
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
 }
 
 impl Host {
@@ -208,6 +238,12 @@ impl Host {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Whether the process is still running.

@@ -154,3 +154,36 @@ fn demo_plays_a_conversation_and_exits_0() {
         );
     }
 }
+
+#[test]
+fn keys_prints_a_fresh_random_token_each_time() {
+    let token = || {
+        let output = Command::new(host_bin()).arg("keys").output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let (a, b) = (token(), token());
+    assert_eq!(a.len(), 48);
+    assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["plugins", "--help"],
+        &["keys", "--help"],
+        &["demo", "--help"],
+        &["messenger", "--help"],
+    ] {
+        let output = Command::new(host_bin()).args(command).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command:?}");
+        assert!(
+            stdout.contains("Usage: host-example"),
+            "{command:?}: {stdout}"
+        );
+    }
+}

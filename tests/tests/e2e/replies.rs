@@ -34,9 +34,14 @@ async fn a_text_message_gets_exactly_one_reply() {
             "message": { "text": "Hello, bot!" },
         })
     );
+    let log = host.log();
     assert!(
-        !host.log().contains(&page_token("1")),
+        !log.contains(&page_token("1")),
         "the access token appeared in the log"
+    );
+    assert!(
+        !log.contains(e2e::APP_SECRET),
+        "the app secret appeared in the log"
     );
 }
 
