@@ -30,9 +30,6 @@ pub enum Error {
     /// The operation named in a generic call is not known.
     #[error("{0}")]
     Unsupported(String),
-    /// The adapter is shutting down.
-    #[error("the Messenger adapter is shutting down")]
-    ShutDown,
 }
 
 /// A Graph API error answer, classified for retrying.
@@ -102,7 +99,6 @@ impl From<Error> for AdapterError {
             Error::Settings(_) => Self::new(ErrorKind::INVALID_SETTINGS, message),
             Error::BadRequest(_) => Self::new(ErrorKind::BAD_REQUEST, message),
             Error::InvalidMessage(_) => Self::new(ErrorKind::INVALID_MESSAGE, message),
-            Error::ShutDown => Self::new(ErrorKind::SHUT_DOWN, message),
             Error::Unsupported(_) => Self::new(ErrorKind::UNSUPPORTED, message),
             Error::Transport { timed_out, .. } => Self::new(
                 if timed_out {

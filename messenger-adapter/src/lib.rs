@@ -7,25 +7,25 @@
 //! - [`webhook::parse`]: every entry and every `messaging`/`standby` item as events
 //! - [`send`]: Send API bodies and the Graph client with retries and pacing
 //! - [`ops`]: channel operations (uploads, profile, handover, personas)
-//! - [`adapter`]: the [`ChannelAdapter`](adapter_api::ChannelAdapter) implementation
+//! - [`adapter`]: the channel `adapter-kit` exports through the ABI
 
 pub mod adapter;
 pub mod error;
-pub mod log;
 pub mod ops;
 pub mod send;
 pub mod settings;
 pub mod webhook;
 
+pub use adapter_kit::Log;
+
 use adapter_api::{
     abi_stable::{
         export_root_module,
         prefix_type::PrefixTypeTrait,
-        sabi_trait::TD_Opaque,
         std_types::{RResult, RStr},
     },
-    catch_panic, AdapterError, AdapterPlugin, AdapterPluginRef, ChannelAdapterBox,
-    ChannelAdapter_TO, HostServicesBox, PluginInfo, API_VERSION,
+    AdapterError, AdapterPlugin, AdapterPluginRef, ChannelAdapterBox, HostServicesBox, PluginInfo,
+    API_VERSION,
 };
 
 /// The plugin id host configs name: `plugin = "messenger"`.
@@ -52,11 +52,7 @@ pub extern "C" fn new_adapter(
     settings_json: RStr<'_>,
     host: HostServicesBox,
 ) -> RResult<ChannelAdapterBox, AdapterError> {
-    catch_panic(|| {
-        let log = log::Log::to_host(host);
-        match adapter::MessengerAdapter::from_json(settings_json.as_str(), log) {
-            Ok(adapter) => RResult::ROk(ChannelAdapter_TO::from_value(adapter, TD_Opaque)),
-            Err(err) => RResult::RErr(err.into()),
-        }
+    adapter_kit::new_adapter(settings_json, host, "messenger_adapter", |json, log| {
+        adapter::MessengerAdapter::from_json(json, log).map_err(AdapterError::from)
     })
 }

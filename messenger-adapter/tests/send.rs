@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use adapter_api::{
-    abi_stable::{sabi_trait::TD_Opaque, std_types::ROption},
-    Adapter, AdapterError, Button, ButtonKind, Card, ChannelAdapter_TO, ErrorKind, Media,
-    MediaKind, MessagingType, OutboundMessage, QuickReply, QuickReplyKind, SendReceipt,
+    abi_stable::std_types::ROption, Adapter, AdapterError, Button, ButtonKind, Card, ErrorKind,
+    Media, MediaKind, MessagingType, OutboundMessage, QuickReply, QuickReplyKind, SendReceipt,
     SenderAction,
 };
 use host_example::sandbox::{SandboxGraph, Scripted};
-use messenger_adapter::{adapter::MessengerAdapter, log::Log};
+use messenger_adapter::{adapter, Log};
 use serde_json::{json, Value};
 
 const PAGE: &str = "111";
@@ -23,8 +22,7 @@ fn adapter(graph: &str, extra: &str) -> Adapter {
             "pages":[{{"id":"{PAGE}","access_token":"{TOKEN}"}}],
             "backoff_base_ms":5,"backoff_max_ms":50{extra}}}"#
     );
-    let adapter = MessengerAdapter::from_json(&settings, Log::default()).unwrap();
-    Adapter::new(ChannelAdapter_TO::from_value(adapter, TD_Opaque))
+    Adapter::new(adapter::adapter(&settings, Log::default()).unwrap())
 }
 
 async fn setup(extra: &str) -> (SandboxGraph, Adapter) {

@@ -5,7 +5,7 @@ use adapter_api::{
     abi_stable::std_types::{ROption, RSlice},
     AttachmentKind, EventFlags, EventKind, Header, InboundEvent, Verdict, WebhookRequest,
 };
-use messenger_adapter::{adapter::MessengerAdapter, log::Log, webhook::verify::sign_sha256};
+use messenger_adapter::{adapter::MessengerAdapter, webhook::verify::sign_sha256, Log};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

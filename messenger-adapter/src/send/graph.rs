@@ -6,10 +6,11 @@ use std::time::Duration;
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::Value;
 
+use adapter_kit::Log;
+
 use super::pace::Pacer;
 use crate::{
     error::{Error, ErrorClass, GraphError, Result},
-    log::Log,
     settings::{PageSettings, Settings},
     webhook::verify::appsecret_proof,
 };

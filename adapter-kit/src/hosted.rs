@@ -1,0 +1,265 @@
+//! [`Channel`]: what a plugin author implements; [`export`]: the ABI glue around it.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use adapter_api::{
+    abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RResult, RStr, RString, RVec},
+    },
+    catch_panic, AdapterError, CallCallbackBox, ChannelAdapter, ChannelAdapterBox,
+    ChannelAdapter_TO, HostServicesBox, InboundEvent, OutboundMessage, SendCallbackBox,
+    SendReceipt, Verdict, WebhookRequest, WebhookResponse,
+};
+
+use crate::{Completion, Executor, Log};
+
+/// A channel, in plain Rust. [`export`] makes it a plugin's adapter.
+pub trait Channel: Send + Sync + 'static {
+    /// Decides whether a request is authentic, or answers it (a handshake, a bad
+    /// signature). Runs on the host's request path: no network, no blocking.
+    fn verify(&self, request: &WebhookRequest<'_>) -> Verdict;
+
+    /// Turns an accepted body into events, in order.
+    fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<InboundEvent>, AdapterError>;
+
+    /// Sends a message. The future runs on the plugin's runtime.
+    fn send(
+        &self,
+        message: OutboundMessage,
+    ) -> impl Future<Output = Result<SendReceipt, AdapterError>> + Send + 'static;
+
+    /// Runs a channel operation with a JSON input; returns its JSON result.
+    fn call(
+        &self,
+        op: &str,
+        input_json: &str,
+    ) -> impl Future<Output = Result<String, AdapterError>> + Send + 'static;
+}
+
+/// A [`Channel`] with its runtime: implements the ABI's [`ChannelAdapter`].
+struct Hosted<C> {
+    channel: Arc<C>,
+    executor: Executor,
+    log: Log,
+}
+
+/// Wraps `channel` into the adapter a plugin's constructor returns, with a runtime of
+/// `workers` threads named `name`.
+pub fn export<C: Channel>(
+    channel: C,
+    name: &str,
+    workers: usize,
+    log: Log,
+) -> Result<ChannelAdapterBox, AdapterError> {
+    let executor = Executor::new(name, workers)?;
+    Ok(ChannelAdapter_TO::from_value(
+        Hosted {
+            channel: Arc::new(channel),
+            executor,
+            log,
+        },
+        TD_Opaque,
+    ))
+}
+
+/// The body of a plugin's `new_adapter`: builds the channel from its settings JSON
+/// and exports it, with panics and errors turned into an `RErr`.
+pub fn new_adapter<C, F>(
+    settings_json: RStr<'_>,
+    host: HostServicesBox,
+    target: &'static str,
+    build: F,
+) -> RResult<ChannelAdapterBox, AdapterError>
+where
+    C: Channel,
+    F: FnOnce(&str, Log) -> Result<C, AdapterError>,
+{
+    catch_panic(|| {
+        let log = Log::to_host(host, target);
+        build(settings_json.as_str(), log.clone())
+            .and_then(|channel| export(channel, target, 2, log))
+            .into()
+    })
+}
+
+impl<C: Channel> ChannelAdapter for Hosted<C> {
+    fn verify(&self, request: &WebhookRequest<'_>) -> Verdict {
+        match catch_panic(|| RResult::ROk(self.channel.verify(request))) {
+            RResult::ROk(verdict) => verdict,
+            RResult::RErr(err) => {
+                self.log.error(|| format!("verify: {err}"));
+                Verdict::Respond(WebhookResponse::text(500, "adapter failure"))
+            }
+        }
+    }
+
+    fn parse(&self, request: &WebhookRequest<'_>) -> RResult<RVec<InboundEvent>, AdapterError> {
+        catch_panic(|| self.channel.parse(request).map(RVec::from).into())
+    }
+
+    fn send(&self, message: OutboundMessage, done: SendCallbackBox) {
+        let done = Completion::of_send(done);
+        // Building the future runs plugin code too: a panic there drops `done`,
+        // which reports SHUT_DOWN; log the real cause.
+        if let RResult::RErr(err) = catch_panic(|| {
+            self.executor.run(done, self.channel.send(message));
+            RResult::ROk(())
+        }) {
+            self.log.error(|| format!("send: {err}"));
+        }
+    }
+
+    fn call(&self, op: RStr<'_>, input_json: RStr<'_>, done: CallCallbackBox) {
+        let done = Completion::of_call(done);
+        if let RResult::RErr(err) = catch_panic(|| {
+            let work = self.channel.call(op.as_str(), input_json.as_str());
+            self.executor
+                .run(done, async move { work.await.map(RString::from) });
+            RResult::ROk(())
+        }) {
+            self.log.error(|| format!("call {op}: {err}"));
+        }
+    }
+
+    fn shutdown(&self, deadline_ms: u64) {
+        if let RResult::RErr(err) = catch_panic(|| {
+            let left = self.executor.shutdown(Duration::from_millis(deadline_ms));
+            if left > 0 {
+                self.log
+                    .warn(|| format!("shut down with {left} request(s) unfinished"));
+            }
+            RResult::ROk(())
+        }) {
+            self.log.error(|| format!("shutdown: {err}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use adapter_api::{abi_stable::std_types::RSlice, Adapter, ErrorKind};
+
+    use super::*;
+
+    /// A channel whose every entry point panics, or hangs, on request.
+    struct Faulty;
+
+    impl Channel for Faulty {
+        fn verify(&self, _: &WebhookRequest<'_>) -> Verdict {
+            panic!("verify exploded")
+        }
+
+        fn parse(&self, _: &WebhookRequest<'_>) -> Result<Vec<InboundEvent>, AdapterError> {
+            panic!("parse exploded")
+        }
+
+        fn send(
+            &self,
+            message: OutboundMessage,
+        ) -> impl Future<Output = Result<SendReceipt, AdapterError>> + Send + 'static {
+            async move {
+                match message.text.as_ref().into_option().map(|t| t.as_str()) {
+                    Some("panic") => panic!("send exploded"),
+                    Some("hang") => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        unreachable!()
+                    }
+                    _ => Ok(SendReceipt::default()),
+                }
+            }
+        }
+
+        fn call(
+            &self,
+            op: &str,
+            _: &str,
+        ) -> impl Future<Output = Result<String, AdapterError>> + Send + 'static {
+            if op == "panic-now" {
+                panic!("call exploded before its future");
+            }
+            async { Ok("{}".to_owned()) }
+        }
+    }
+
+    fn request() -> WebhookRequest<'static> {
+        WebhookRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            query: "".into(),
+            headers: RSlice::from_slice(&[]),
+            body: RSlice::from_slice(b"{}"),
+        }
+    }
+
+    fn adapter() -> Adapter {
+        Adapter::new(export(Faulty, "faulty", 1, Log::default()).unwrap())
+    }
+
+    #[test]
+    fn panics_in_verify_and_parse_become_a_500_and_an_error() {
+        let adapter = adapter();
+        match adapter.verify(&request()) {
+            Verdict::Respond(response) => assert_eq!(response.status, 500),
+            Verdict::Accept => panic!("accepted"),
+        }
+        let err = adapter.parse(&request()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PANICKED);
+        assert!(err.message.contains("parse exploded"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn panics_in_sends_and_calls_complete_their_callbacks() {
+        let adapter = adapter();
+        let timeout = Duration::from_secs(5);
+        let panicked = OutboundMessage::text("a", "b", "panic");
+        let err = adapter.send(panicked, timeout).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PANICKED);
+        assert!(err.message.contains("send exploded"), "{err}");
+        let err = adapter.call("panic-now", "{}", timeout).await.unwrap_err();
+        assert_eq!(
+            err.kind,
+            ErrorKind::SHUT_DOWN,
+            "the dropped completion still answers"
+        );
+        assert_eq!(adapter.call("fine", "{}", timeout).await.unwrap(), "{}");
+        assert!(adapter
+            .send(OutboundMessage::text("a", "b", "ok"), timeout)
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shutdown_completes_hung_work_and_refuses_new_work() {
+        let adapter = std::sync::Arc::new(adapter());
+        let hung = {
+            let adapter = std::sync::Arc::clone(&adapter);
+            tokio::spawn(async move {
+                adapter
+                    .send(
+                        OutboundMessage::text("a", "b", "hang"),
+                        Duration::from_secs(30),
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let closing = std::sync::Arc::clone(&adapter);
+        tokio::task::spawn_blocking(move || closing.shutdown(Duration::from_millis(50)))
+            .await
+            .unwrap();
+        assert_eq!(hung.await.unwrap().unwrap_err().kind, ErrorKind::SHUT_DOWN);
+        let late = adapter
+            .send(
+                OutboundMessage::text("a", "b", "ok"),
+                Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(late.unwrap_err().kind, ErrorKind::SHUT_DOWN);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_adapter_inside_an_async_context_does_not_panic() {
+        drop(adapter());
+    }
+}

@@ -1,0 +1,28 @@
+//! The plugin side of the DmFlow adapter contract, done once: implement [`Channel`]
+//! with ordinary Rust (async sends, `Result`s), and [`export`] turns it into the
+//! FFI-safe [`ChannelAdapterBox`](adapter_api::ChannelAdapterBox) a plugin's
+//! constructor returns.
+//!
+//! What it takes care of, by the rules of `adapter-api`:
+//! - every call from the host runs under `catch_unwind`: a panic becomes a
+//!   `PANICKED` error (or a 500 verdict), never an abort of the host;
+//! - sends and calls run on a small tokio runtime the plugin owns (the host's runtime
+//!   is another copy of tokio and cannot be used), and each callback is called exactly
+//!   once: with the result, a panic, or `SHUT_DOWN`;
+//! - `shutdown` stops new work, waits for in-flight work up to the deadline, then
+//!   stops the runtime; dropping the adapter never blocks or panics;
+//! - [`Log`] sends records to the host's log.
+
+#![warn(missing_docs)]
+
+mod completion;
+mod executor;
+mod hosted;
+mod log;
+
+pub use crate::{
+    completion::Completion,
+    executor::Executor,
+    hosted::{export, new_adapter, Channel},
+    log::Log,
+};
