@@ -145,6 +145,8 @@ mod tests {
     /// A channel whose every entry point panics, or hangs, on request.
     struct Faulty;
 
+    // The trait's futures are 'static; an `async fn` would borrow `self`.
+    #[allow(clippy::manual_async_fn)]
     impl Channel for Faulty {
         fn verify(&self, _: &WebhookRequest<'_>) -> Verdict {
             panic!("verify exploded")
