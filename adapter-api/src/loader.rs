@@ -175,7 +175,9 @@ fn layout_summary(full: &str) -> String {
     summary
 }
 
-/// A plugin library that loaded and passed the version and layout checks.
+/// A plugin library that loaded and passed the version and layout checks. Cheap to
+/// clone: the library stays loaded for the life of the process.
+#[derive(Clone)]
 pub struct LoadedPlugin {
     /// Where it was loaded from.
     pub path: PathBuf,
@@ -226,6 +228,10 @@ impl PluginSet {
 
 /// Loads one plugin library, checking its `adapter-api` version and type layouts.
 pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    check_not_truncated(path).map_err(|reason| LoadError::Open {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     let header = lib_header_from_path(path).map_err(|e| LoadError::from_library(path, e))?;
     let module = header
         .init_root_module::<AdapterPluginRef>()
@@ -249,6 +255,67 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
         info,
         module,
     })
+}
+
+/// A shared object cut short can still be mapped by the dynamic loader, and touching
+/// a page past its end kills the process (SIGBUS). For ELF files, check that every
+/// segment and the section header table lie within the file before loading it.
+fn check_not_truncated(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = Vec::new();
+    file.take(64 * 1024)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    if !head.starts_with(b"\x7fELF") || head.get(5) != Some(&1) {
+        // Not little-endian ELF: the dynamic loader's own checks apply.
+        return Ok(());
+    }
+    let truncated = || "truncated: the ELF headers point past the end of the file".to_owned();
+    let read = |at: u64, size: usize| -> Result<u64, String> {
+        let at = usize::try_from(at).map_err(|_| truncated())?;
+        let bytes = head.get(at..at + size).ok_or_else(truncated)?;
+        let mut buf = [0u8; 8];
+        buf[..size].copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(buf))
+    };
+    let is64 = head.get(4) == Some(&2);
+    let (phoff, shoff, phentsize, phnum, shentsize, shnum) = if is64 {
+        (
+            read(0x20, 8)?,
+            read(0x28, 8)?,
+            read(0x36, 2)?,
+            read(0x38, 2)?,
+            read(0x3A, 2)?,
+            read(0x3C, 2)?,
+        )
+    } else {
+        (
+            read(0x1C, 4)?,
+            read(0x20, 4)?,
+            read(0x2A, 2)?,
+            read(0x2C, 2)?,
+            read(0x2E, 2)?,
+            read(0x30, 2)?,
+        )
+    };
+    let within = |offset: u64, size: u64| offset.checked_add(size).is_some_and(|end| end <= len);
+    if !within(shoff, shentsize * shnum) || !within(phoff, phentsize * phnum) {
+        return Err(truncated());
+    }
+    for i in 0..phnum {
+        let entry = phoff + i * phentsize;
+        let (offset, filesz) = if is64 {
+            (read(entry + 8, 8)?, read(entry + 0x20, 8)?)
+        } else {
+            (read(entry + 4, 4)?, read(entry + 0x10, 4)?)
+        };
+        if !within(offset, filesz) {
+            return Err(truncated());
+        }
+    }
+    Ok(())
 }
 
 /// Whether a plugin built against `plugin` can be used by a host built against `host`:
@@ -341,6 +408,23 @@ mod tests {
         assert!(line.contains("notes"), "{line}");
         assert!(!line.contains('\n'), "{line}");
         assert!(matches!(set.failures[0], LoadError::Open { .. }));
+    }
+
+    #[test]
+    fn a_truncated_shared_object_is_refused_before_it_is_mapped() {
+        let this = std::env::current_exe().unwrap(); // an ELF file
+        let whole = std::fs::read(&this).unwrap();
+        let dir = std::env::temp_dir().join(format!("adapter-api-trunc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cut = dir.join("cut.so");
+        std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+        let full = dir.join("full.so");
+        std::fs::write(&full, &whole).unwrap();
+        let cut_result = check_not_truncated(&cut);
+        let full_result = check_not_truncated(&full);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(cut_result.unwrap_err().contains("truncated"));
+        assert!(full_result.is_ok());
     }
 
     #[test]

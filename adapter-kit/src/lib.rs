@@ -26,3 +26,19 @@ pub use crate::{
     hosted::{export, new_adapter, Channel},
     log::Log,
 };
+
+/// An error and its sources on one line: `outer: inner: innermost`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their source in their own message.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

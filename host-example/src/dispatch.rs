@@ -220,11 +220,20 @@ impl Dispatcher {
     async fn process(&self, job: &Job) {
         let (channel, event) = (&job.channel, &job.event);
         let replies = bot::replies(event, &self.inner.bot);
+        if replies.len() > job.skip as usize && channel.adapter().is_none() {
+            // A failed channel: the event stays pending for the next start.
+            tracing::warn!(channel = channel.name, event_id = %event.event_id, "channel failed; event left queued");
+            return;
+        }
         let total = replies.len();
         let mut outcome = Outcome::Done;
         for (i, reply) in replies.into_iter().enumerate().skip(job.skip as usize) {
+            let Some(adapter) = channel.adapter() else {
+                tracing::warn!(channel = channel.name, event_id = %event.event_id, "channel failed; event left queued");
+                return;
+            };
             let started = Instant::now();
-            let result = channel.adapter.send(reply, self.inner.send_timeout).await;
+            let result = adapter.send(reply, self.inner.send_timeout).await;
             let labels = metrics::Channel::of(&channel.name);
             self.inner
                 .metrics
@@ -273,12 +282,21 @@ impl Dispatcher {
                     return;
                 }
                 Err(err) => {
-                    if matches!(err.kind, ErrorKind::PANICKED | ErrorKind::TIMEOUT) {
-                        self.inner
-                            .metrics
-                            .plugin_failures
-                            .get_or_create(&labels)
-                            .inc();
+                    match err.kind {
+                        ErrorKind::PANICKED => crate::server::plugin_failure(
+                            &self.inner.metrics,
+                            channel,
+                            &adapter,
+                            "send panicked",
+                        ),
+                        ErrorKind::TIMEOUT => {
+                            self.inner
+                                .metrics
+                                .plugin_failures
+                                .get_or_create(&labels)
+                                .inc();
+                        }
+                        _ => {}
                     }
                     tracing::warn!(
                         channel = channel.name,

@@ -126,9 +126,11 @@ impl Server {
         }
         for channel in channels {
             let left = grace.saturating_sub(started.elapsed());
-            tokio::task::spawn_blocking(move || channel.adapter.shutdown(left))
-                .await
-                .ok();
+            if let Some(adapter) = channel.adapter() {
+                tokio::task::spawn_blocking(move || adapter.shutdown(left))
+                    .await
+                    .ok();
+            }
         }
         tracing::info!("stopped");
         Ok(())

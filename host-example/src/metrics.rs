@@ -66,6 +66,8 @@ pub struct Metrics {
     pub retries: Family<Channel, Counter>,
     /// Plugin calls that failed by panicking or timing out.
     pub plugin_failures: Family<Channel, Counter>,
+    /// Adapters replaced by a fresh one after a failure.
+    pub adapter_restarts: Family<Channel, Counter>,
     /// Events accepted and not yet processed.
     pub queue_depth: Gauge,
     /// Time from a webhook's arrival to its answer.
@@ -84,6 +86,7 @@ impl Default for Metrics {
             sends: Family::default(),
             retries: Family::default(),
             plugin_failures: Family::default(),
+            adapter_restarts: Family::default(),
             queue_depth: Gauge::default(),
             ack_seconds: Family::new_with_constructor(latency),
             send_seconds: Family::new_with_constructor(latency),
@@ -118,6 +121,11 @@ impl Default for Metrics {
             "plugin_failures",
             "Plugin calls that panicked or timed out",
             metrics.plugin_failures.clone(),
+        );
+        registry.register(
+            "adapter_restarts",
+            "Adapters replaced by a fresh one after a failure",
+            metrics.adapter_restarts.clone(),
         );
         registry.register(
             "queue_depth",

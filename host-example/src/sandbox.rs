@@ -1,4 +1,5 @@
-//! A sandbox Graph API on loopback: records every call and answers like the Send API.
+//! A sandbox Graph API on loopback: records every call and answers like the Send API
+//! (and like the LINE Messaging API's reply and push endpoints).
 //! `demo` uses it so nobody needs a Facebook account to try the host; the tests use
 //! it as their fake Graph server, with scripted failures.
 
@@ -35,6 +36,8 @@ pub struct GraphCall {
     pub content_type: String,
     /// The body as text (lossy), for non-JSON bodies such as multipart uploads.
     pub raw_body: String,
+    /// Request headers, names lower-case.
+    pub headers: HashMap<String, String>,
 }
 
 impl GraphCall {
@@ -175,6 +178,10 @@ async fn record(
             .unwrap_or("")
             .to_owned(),
         raw_body: String::from_utf8_lossy(&body).into_owned(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
     };
     let recipient = call.recipient().to_owned();
     shared.calls.lock().unwrap().push(call);
@@ -204,6 +211,10 @@ async fn record(
 fn default_answer(method: &Method, path: &str, recipient: &str, id: u64) -> Value {
     let endpoint = path.rsplit('/').next().unwrap_or("");
     match (method.as_str(), endpoint) {
+        // LINE Messaging API.
+        ("POST", "reply" | "push") => {
+            json!({ "sentMessages": [{ "id": format!("{}", 3_000_000 + id), "quoteToken": "q" }] })
+        }
         (_, "message_attachments") => json!({ "attachment_id": format!("{}", 1_000_000 + id) }),
         ("GET", "messenger_profile") => json!({ "data": [] }),
         (_, "messenger_profile") => json!({ "result": "success" }),

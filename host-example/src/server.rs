@@ -46,8 +46,12 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
     let mut channels: Vec<_> = state
         .channels
         .values()
-        .map(|c| json!({ "name": c.name, "plugin": c.plugin.id.as_str() }))
+        .map(|c| match c.failure() {
+            None => json!({ "name": c.name, "plugin": c.plugin.id.as_str(), "status": "up" }),
+            Some(reason) => json!({ "name": c.name, "plugin": c.plugin.id.as_str(), "status": "failed", "reason": reason }),
+        })
         .collect();
+    let degraded = channels.iter().any(|c| c["status"] == "failed");
     channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let plugins: Vec<_> = state
         .plugins
@@ -62,7 +66,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
         })
         .collect();
     Json(json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "plugins": plugins,
         "channels": channels,
         "queue_depth": state.dispatcher.depth(),
@@ -121,6 +125,15 @@ async fn handle(
     body: Body,
 ) -> (&'static str, Response) {
     let name = channel.name.as_str();
+    let Some(adapter) = channel.adapter() else {
+        return (
+            "channel_failed",
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "channel unavailable, retry later",
+            ),
+        );
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -159,7 +172,7 @@ async fn handle(
         body: body.as_ref().into(),
     };
 
-    match channel.adapter.verify(&request) {
+    match adapter.verify(&request) {
         Verdict::Respond(response) => {
             let outcome = match response.status {
                 200..=299 => "answered",
@@ -168,7 +181,10 @@ async fn handle(
                 500..=599 => "plugin_error",
                 _ => "refused",
             };
-            if response.status >= 400 {
+            if response.status == 500 {
+                // What adapter-kit answers when verify panics.
+                plugin_failed(state, channel, &adapter, "verify failed");
+            } else if response.status >= 400 {
                 tracing::info!(channel = name, status = response.status, "webhook refused");
             }
             let status =
@@ -184,7 +200,7 @@ async fn handle(
         Verdict::Accept => {}
     }
 
-    let events = match channel.adapter.parse(&request) {
+    let events = match adapter.parse(&request) {
         Ok(events) => events,
         Err(err) if err.kind == ErrorKind::BAD_REQUEST => {
             tracing::info!(channel = name, "webhook body refused: {}", err.message);
@@ -196,11 +212,7 @@ async fn handle(
         Err(err) => {
             tracing::error!(channel = name, kind = %err.kind, "parse failed: {}", err.message);
             if err.kind == ErrorKind::PANICKED {
-                state
-                    .metrics
-                    .plugin_failures
-                    .get_or_create(&metrics::Channel::of(name))
-                    .inc();
+                plugin_failed(state, channel, &adapter, "parse panicked");
             }
             return (
                 "plugin_error",
@@ -239,6 +251,30 @@ async fn handle(
                 ),
             )
         }
+    }
+}
+
+/// Counts a plugin failure and replaces the adapter (or fails the channel).
+pub(crate) fn plugin_failed(
+    state: &AppState,
+    channel: &Channel,
+    adapter: &Arc<adapter_api::Adapter>,
+    what: &str,
+) {
+    plugin_failure(&state.metrics, channel, adapter, what);
+}
+
+/// [`plugin_failed`] for callers without the whole state.
+pub(crate) fn plugin_failure(
+    metrics: &Metrics,
+    channel: &Channel,
+    adapter: &Arc<adapter_api::Adapter>,
+    what: &str,
+) {
+    let labels = metrics::Channel::of(&channel.name);
+    metrics.plugin_failures.get_or_create(&labels).inc();
+    if channel.adapter_failed(adapter, what) {
+        metrics.adapter_restarts.get_or_create(&labels).inc();
     }
 }
 

@@ -76,16 +76,8 @@ impl Error {
     pub(crate) fn transport(err: reqwest::Error) -> Self {
         let not_sent = err.is_connect();
         let timed_out = err.is_timeout();
-        let err = err.without_url();
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
         Self::Transport {
-            message,
+            message: adapter_kit::error_chain(&err.without_url()),
             not_sent,
             timed_out,
         }

@@ -89,8 +89,13 @@ pub fn host_bin() -> PathBuf {
 
 /// The Messenger plugin library.
 pub fn messenger_plugin() -> PathBuf {
+    library("messenger_adapter")
+}
+
+/// A library of the build by crate name, e.g. `line_adapter` or `faulty_plugin`.
+pub fn library(name: &str) -> PathBuf {
     built().join(format!(
-        "{}messenger_adapter{}",
+        "{}{name}{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     ))
@@ -98,8 +103,14 @@ pub fn messenger_plugin() -> PathBuf {
 
 /// The bytes of fixture `name` (without `.json`) from `tests/fixtures/messenger/`.
 pub fn fixture(name: &str) -> Vec<u8> {
+    fixture_of("messenger", name)
+}
+
+/// The bytes of fixture `name` of `channel` (`tests/fixtures/{channel}/{name}.json`).
+pub fn fixture_of(channel: &str, name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/messenger")
+        .join("fixtures")
+        .join(channel)
         .join(format!("{name}.json"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

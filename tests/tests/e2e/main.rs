@@ -1,9 +1,12 @@
 //! End-to-end: the real `host-example` binary loading the real Messenger plugin
 //! library at run time, signed webhooks over HTTP, a fake Graph API on 127.0.0.1.
 
+mod compat;
 mod durability;
 mod handshake;
 mod host;
+mod isolation;
+mod line;
 mod operations;
 mod replies;
 mod signature;

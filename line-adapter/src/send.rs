@@ -1,0 +1,325 @@
+//! The channel-neutral message as LINE message objects, and the Messaging API client:
+//! the reply API when the event left a reply token, the push API (with an
+//! `X-Line-Retry-Key`, so retries cannot deliver twice) otherwise.
+
+use std::time::Duration;
+
+use adapter_api::{
+    abi_stable::std_types::{ROption, RString},
+    ButtonKind, MediaKind, OutboundMessage, QuickReplyKind, SenderAction,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::{
+    error::{Error, Result},
+    settings::Settings,
+};
+
+/// Messages per reply or push request.
+pub const MAX_MESSAGES: usize = 5;
+const MAX_TEXT: usize = 5000;
+const MAX_LABEL: usize = 20;
+const MAX_QUICK_REPLIES: usize = 13;
+
+fn opt(value: &ROption<RString>) -> Option<&str> {
+    value.as_ref().into_option().map(RString::as_str)
+}
+
+fn invalid<T>(field: &str, why: impl std::fmt::Display) -> Result<T> {
+    Err(Error::InvalidMessage(format!("{field}: {why}")))
+}
+
+fn label(field: &str, value: &str) -> Result<String> {
+    if value.is_empty() || value.chars().count() > MAX_LABEL {
+        return invalid(field, format!("1 to {MAX_LABEL} characters"));
+    }
+    Ok(value.to_owned())
+}
+
+fn https(field: &str, url: &str) -> Result<String> {
+    if !url::Url::parse(url).is_ok_and(|u| u.scheme() == "https") {
+        return invalid(field, "LINE needs an https URL");
+    }
+    Ok(url.to_owned())
+}
+
+fn action(field: &str, kind: ButtonKind, title: &str, value: &str) -> Result<Value> {
+    let title = label(&format!("{field}.title"), title)?;
+    Ok(match kind {
+        ButtonKind::URL => {
+            json!({ "type": "uri", "label": title, "uri": https(&format!("{field}.value"), value)? })
+        }
+        ButtonKind::POSTBACK => {
+            json!({ "type": "postback", "label": title, "data": value, "displayText": title })
+        }
+        ButtonKind::PHONE_NUMBER => {
+            json!({ "type": "uri", "label": title, "uri": format!("tel:{value}") })
+        }
+        ButtonKind(other) => return invalid(field, format!("unknown button kind {other}")),
+    })
+}
+
+/// The LINE message objects for `message`, in order. Empty for sender actions LINE
+/// has no equivalent for.
+pub fn messages(message: &OutboundMessage) -> Result<Vec<Value>> {
+    if !message.raw_json.trim().is_empty() {
+        return match serde_json::from_str(&message.raw_json) {
+            Ok(value @ Value::Object(_)) => Ok(vec![value]),
+            Ok(Value::Array(values)) => Ok(values),
+            _ => invalid(
+                "raw_json",
+                "must be a LINE message object or a list of them",
+            ),
+        };
+    }
+    if message.sender_action != SenderAction::NONE {
+        return Ok(Vec::new());
+    }
+    let text = opt(&message.text);
+    let mut out = Vec::new();
+    if !message.buttons.is_empty() {
+        let Some(text) = text else {
+            return invalid("text", "buttons need a text");
+        };
+        let actions = message
+            .buttons
+            .iter()
+            .enumerate()
+            .map(|(i, b)| action(&format!("buttons[{i}]"), b.kind, &b.title, &b.value))
+            .collect::<Result<Vec<_>>>()?;
+        if actions.len() > 4 {
+            return invalid("buttons", "at most 4 on LINE");
+        }
+        out.push(json!({ "type": "template", "altText": text, "template": { "type": "buttons", "text": text, "actions": actions } }));
+    } else if let Some(text) = text {
+        if text.chars().count() > MAX_TEXT {
+            return invalid("text", format!("at most {MAX_TEXT} characters on LINE"));
+        }
+        out.push(json!({ "type": "text", "text": text }));
+    }
+    if !message.cards.is_empty() {
+        let mut columns = Vec::new();
+        for (i, card) in message.cards.iter().enumerate() {
+            let mut column =
+                json!({ "title": card.title.as_str(), "text": opt(&card.subtitle).unwrap_or(" ") });
+            if let Some(image) = opt(&card.image_url) {
+                column["thumbnailImageUrl"] =
+                    https(&format!("cards[{i}].image_url"), image)?.into();
+            }
+            let actions = card
+                .buttons
+                .iter()
+                .enumerate()
+                .map(|(j, b)| {
+                    action(
+                        &format!("cards[{i}].buttons[{j}]"),
+                        b.kind,
+                        &b.title,
+                        &b.value,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if actions.is_empty() {
+                return invalid(
+                    &format!("cards[{i}].buttons"),
+                    "LINE carousels need at least one button",
+                );
+            }
+            column["actions"] = actions.into();
+            columns.push(column);
+        }
+        let alt = text.unwrap_or("cards");
+        out.push(json!({ "type": "template", "altText": alt, "template": { "type": "carousel", "columns": columns } }));
+    }
+    if let Some(media) = message.media.as_ref().into_option() {
+        let Some(url) = opt(&media.url) else {
+            return invalid("media", "LINE sends media by https URL only");
+        };
+        let url = https("media.url", url)?;
+        out.push(match media.kind {
+            MediaKind::IMAGE => {
+                json!({ "type": "image", "originalContentUrl": url, "previewImageUrl": url })
+            }
+            MediaKind::VIDEO => {
+                json!({ "type": "video", "originalContentUrl": url, "previewImageUrl": url })
+            }
+            MediaKind::AUDIO => {
+                json!({ "type": "audio", "originalContentUrl": url, "duration": 60000 })
+            }
+            _ => return invalid("media.kind", "LINE sends images, video and audio"),
+        });
+    }
+    if !message.quick_replies.is_empty() {
+        if message.quick_replies.len() > MAX_QUICK_REPLIES {
+            return invalid("quick_replies", format!("at most {MAX_QUICK_REPLIES}"));
+        }
+        let items = message
+            .quick_replies
+            .iter()
+            .enumerate()
+            .map(|(i, q)| match q.kind {
+                QuickReplyKind::TEXT => Ok(json!({ "type": "action", "action": {
+                    "type": "postback", "label": label(&format!("quick_replies[{i}].title"), &q.title)?,
+                    "data": q.payload.as_str(), "displayText": q.title.as_str(),
+                }})),
+                _ => invalid(&format!("quick_replies[{i}]"), "LINE has no phone or e-mail quick replies"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(last) = out.last_mut() else {
+            return invalid("quick_replies", "need a message to attach to");
+        };
+        last["quickReply"] = json!({ "items": items });
+    }
+    if out.is_empty() {
+        return invalid("message", "has no text, media, buttons, cards or raw_json");
+    }
+    Ok(out)
+}
+
+/// The Messaging API client.
+pub struct Api {
+    client: reqwest::Client,
+    settings: Settings,
+}
+
+impl Api {
+    /// A client with its own connection pool.
+    pub fn new(settings: Settings) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("dmflow-line-adapter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Settings(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { client, settings })
+    }
+
+    /// `POST /v2/bot/message/reply`: one try (a reply token is single-use, and a
+    /// timed-out reply may have been delivered).
+    pub async fn reply(&self, token: &str, messages: &[Value]) -> Result<Value> {
+        let body = json!({ "replyToken": token, "messages": messages });
+        self.request(Method::POST, "/v2/bot/message/reply", Some(&body), None)
+            .await
+    }
+
+    /// `POST /v2/bot/message/push` with a retry key: retried on transient failures,
+    /// timeouts included, since LINE accepts one request per key (409 for the rest).
+    pub async fn push(&self, to: &str, messages: &[Value]) -> Result<(Value, u32)> {
+        let body = json!({ "to": to, "messages": messages });
+        let key = retry_key();
+        let mut attempt = 1;
+        loop {
+            match self
+                .request(
+                    Method::POST,
+                    "/v2/bot/message/push",
+                    Some(&body),
+                    Some(&key),
+                )
+                .await
+            {
+                Ok(answer) => return Ok((answer, attempt)),
+                Err(Error::Api { status: 409, .. }) => return Ok((Value::Null, attempt)),
+                Err(err) if attempt < self.settings.max_attempts && retryable(&err) => {
+                    let wait = match &err {
+                        Error::Api { retry_after_ms, .. } if *retry_after_ms > 0 => *retry_after_ms,
+                        _ => self.settings.backoff_base_ms << (attempt - 1).min(10),
+                    };
+                    tokio::time::sleep(Duration::from_millis(
+                        wait / 2 + fastrand::u64(0..=wait / 2),
+                    ))
+                    .await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Any call, authorized with the channel access token.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry_key: Option<&str>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", self.settings.api_base.trim_end_matches('/'));
+        let mut request = self
+            .client
+            .request(method, url)
+            .bearer_auth(self.settings.channel_access_token.expose());
+        if let Some(key) = retry_key {
+            request = request.header("X-Line-Retry-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(Error::transport)?;
+        let status = response.status();
+        let retry_after_ms = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |s| s * 1000);
+        let bytes = response.bytes().await.map_err(Error::transport)?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["message"]
+            .as_str()
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
+            .to_owned();
+        let details = value
+            .get("details")
+            .map(|d| format!(" {d}"))
+            .unwrap_or_default();
+        Err(Error::Api {
+            status: status.as_u16(),
+            message: format!("{message}{details}"),
+            retryable: status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
+            retry_after_ms,
+        })
+    }
+}
+
+fn retryable(err: &Error) -> bool {
+    match err {
+        Error::Api { retryable, .. } => *retryable,
+        Error::Transport { .. } => true,
+        _ => false,
+    }
+}
+
+/// A random UUID (version 4), as `X-Line-Retry-Key` requires.
+fn retry_key() -> String {
+    let mut bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_keys_are_v4_uuids() {
+        let key = retry_key();
+        assert_eq!(key.len(), 36);
+        assert_eq!(&key[14..15], "4");
+        assert!(matches!(&key[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(key, retry_key());
+    }
+}

@@ -1,0 +1,84 @@
+//! The LINE channel's settings, as the host passes them (JSON), validated.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A secret string: usable, but never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The LINE channel's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The channel secret: signs webhooks (`X-Line-Signature`).
+    pub channel_secret: Secret,
+    /// The long-lived channel access token: authorizes API calls.
+    pub channel_access_token: Secret,
+    /// API base URL. Default `https://api.line.me`; a fake server's in tests.
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    /// Timeout of one API request, in milliseconds. Default 10,000.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_ms: u64,
+    /// Tries per request for retryable errors. Default 4.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds, doubling per try. Default 250.
+    #[serde(default = "default_backoff")]
+    pub backoff_base_ms: u64,
+}
+
+fn default_api_base() -> String {
+    "https://api.line.me".to_owned()
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+fn default_attempts() -> u32 {
+    4
+}
+fn default_backoff() -> u64 {
+    250
+}
+
+impl Settings {
+    /// Parses and validates settings JSON. Errors name the key.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let settings: Self =
+            serde_json::from_str(json).map_err(|e| Error::Settings(e.to_string()))?;
+        let bad = |key: &str, why: &str| Err(Error::Settings(format!("{key}: {why}")));
+        if settings.channel_secret.expose().is_empty() {
+            return bad("channel_secret", "must not be empty");
+        }
+        if settings.channel_access_token.expose().is_empty() {
+            return bad("channel_access_token", "must not be empty");
+        }
+        if !url::Url::parse(&settings.api_base)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return bad("api_base", "must be an http(s) URL");
+        }
+        if settings.request_timeout_ms == 0 || settings.max_attempts == 0 {
+            return bad("request_timeout_ms/max_attempts", "must be above 0");
+        }
+        Ok(settings)
+    }
+}

@@ -1,0 +1,64 @@
+//! What the loader accepts and refuses: one line per refused file, the rest load.
+
+use std::process::Command;
+
+use e2e::{host_bin, library, messenger_plugin};
+
+#[test]
+fn every_refusal_is_one_line_naming_the_file_and_the_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "messenger_adapter",
+        "line_adapter",
+        "minimal_plugin",
+        "faulty_plugin",
+        "not_a_plugin",
+    ] {
+        let file = library(name);
+        std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let whole = std::fs::read(messenger_plugin()).unwrap();
+    std::fs::write(
+        dir.path().join("libtruncated.so"),
+        &whole[..whole.len() / 3],
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("libnotes.so"), "just some text\n").unwrap();
+
+    let output = Command::new(host_bin())
+        .args(["plugins", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let lines: Vec<_> = stdout.lines().collect();
+    let ok: Vec<_> = lines.iter().filter(|l| l.starts_with("ok ")).collect();
+    let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    for id in ["id=messenger", "id=line", "id=minimal", "id=faulty"] {
+        assert!(
+            ok.iter().any(|l| l.contains(id)),
+            "{id} did not load:\n{stdout}"
+        );
+    }
+    let reason = |file: &str| {
+        failed
+            .iter()
+            .find(|l| l.contains(file))
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason("libnot_a_plugin.so").contains("not a DmFlow adapter plugin"),
+        "{stdout}"
+    );
+    assert!(
+        reason("libtruncated.so").contains("not a loadable library"),
+        "{stdout}"
+    );
+    assert!(
+        reason("libnotes.so").contains("not a loadable library"),
+        "{stdout}"
+    );
+}
