@@ -10,6 +10,7 @@ mod line;
 mod operations;
 mod replies;
 mod signature;
+mod versions;
 
 use std::time::Duration;
 
