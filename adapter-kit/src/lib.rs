@@ -11,20 +11,24 @@
 //!   once: with the result, a panic, or `SHUT_DOWN`;
 //! - `shutdown` stops new work, waits for in-flight work up to the deadline, then
 //!   stops the runtime; dropping the adapter never blocks or panics;
-//! - [`Log`] sends records to the host's log.
+//! - [`Log`] sends records to the host's log; [`Secret`] keeps tokens out of `Debug`;
+//! - [`export_plugin!`] declares the root module.
 
 #![warn(missing_docs)]
 
 mod completion;
 mod executor;
+mod export;
 mod hosted;
 mod log;
+mod secret;
 
 pub use crate::{
     completion::Completion,
     executor::Executor,
     hosted::{export, new_adapter, Channel},
     log::Log,
+    secret::Secret,
 };
 
 /// An error and its sources on one line: `outer: inner: innermost`.

@@ -1,28 +1,9 @@
 //! The LINE channel's settings, as the host passes them (JSON), validated.
 
-use std::fmt;
-
+pub use adapter_kit::Secret;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-
-/// A secret string: usable, but never printed.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself. Do not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
 
 /// The LINE channel's settings.
 #[derive(Debug, Clone, Deserialize)]

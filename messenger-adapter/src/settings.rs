@@ -1,33 +1,11 @@
 //! The channel settings, as the host passes them (JSON), validated.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
+pub use adapter_kit::Secret;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-
-/// A secret string: usable, but never printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself. Do not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
 
 /// One Facebook Page this app answers for.
 #[derive(Debug, Clone, Deserialize)]
