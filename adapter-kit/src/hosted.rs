@@ -78,9 +78,15 @@ where
     catch_panic(|| {
         let log = Log::to_host(host, target);
         build(settings_json.as_str(), log.clone())
-            .and_then(|channel| export(channel, target, 2, log))
+            .and_then(|channel| export(channel, target, default_workers(), log))
             .into()
     })
+}
+
+/// Two runtime threads, or one when the process may use a single CPU (a pinned host
+/// gains nothing from a second thread but context switches).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(2))
 }
 
 impl<C: Channel> ChannelAdapter for Hosted<C> {

@@ -59,6 +59,8 @@ struct Queues {
     running: HashMap<Key, VecDeque<Job>>,
     /// Events accepted and not finished.
     pending: usize,
+    /// Events being written to the store, counted against the capacity.
+    reserved: usize,
     closed: bool,
 }
 
@@ -113,54 +115,65 @@ impl Dispatcher {
     }
 
     /// Writes `events` down and queues the new ones, all or none; redeliveries are
-    /// dropped. Must be called from within the tokio runtime.
-    pub fn enqueue(
+    /// dropped. Answers once the events are committed to the store.
+    pub async fn enqueue(
         &self,
         channel: &Arc<Channel>,
         events: Vec<InboundEvent>,
     ) -> Result<Accepted, EnqueueError> {
-        let mut queues = self.queues();
-        if queues.closed {
-            return Err(EnqueueError::Closed);
-        }
-        if queues.pending + events.len() > self.inner.capacity {
-            return Err(EnqueueError::Full);
-        }
-        let fresh = self.inner.store.accept(&channel.name, &events)?;
-        let mut accepted = Accepted {
-            new: 0,
-            duplicates: 0,
-        };
-        for (event, fresh) in events.into_iter().zip(fresh) {
-            if !fresh {
-                accepted.duplicates += 1;
-                self.inner
-                    .metrics
-                    .duplicates
-                    .get_or_create(&metrics::Channel::of(&channel.name))
-                    .inc();
-                tracing::debug!(channel = channel.name, event_id = %event.event_id, "redelivered event dropped");
-                continue;
+        let count = events.len();
+        {
+            let mut queues = self.queues();
+            if queues.closed {
+                return Err(EnqueueError::Closed);
             }
-            accepted.new += 1;
-            self.inner
-                .metrics
-                .events
-                .get_or_create(&metrics::Kind {
-                    channel: channel.name.clone(),
-                    kind: event.kind.name().to_owned(),
-                })
-                .inc();
-            self.schedule(
-                &mut queues,
-                Job {
-                    channel: Arc::clone(channel),
-                    event,
-                    skip: 0,
-                },
-            );
+            if queues.pending + queues.reserved + count > self.inner.capacity {
+                return Err(EnqueueError::Full);
+            }
+            queues.reserved += count;
         }
-        Ok(accepted)
+        // In a task of its own: if the webhook's client goes away mid-write, the
+        // events are still queued once they are stored.
+        let (this, channel) = (self.clone(), Arc::clone(channel));
+        tokio::spawn(async move {
+            let fresh = this.inner.store.accept(&channel.name, &events).await;
+            let mut queues = this.queues();
+            queues.reserved -= count;
+            let fresh = fresh?;
+            let mut accepted = Accepted { new: 0, duplicates: 0 };
+            for (event, fresh) in events.into_iter().zip(fresh) {
+                if fresh {
+                    accepted.new += 1;
+                    this.count_event(&channel, &event);
+                    this.schedule(
+                        &mut queues,
+                        Job {
+                            channel: Arc::clone(&channel),
+                            event,
+                            skip: 0,
+                        },
+                    );
+                } else {
+                    accepted.duplicates += 1;
+                    this.inner.metrics.duplicates.get_or_create(&metrics::Channel::of(&channel.name)).inc();
+                    tracing::debug!(channel = channel.name, event_id = %event.event_id, "redelivered event dropped");
+                }
+            }
+            Ok(accepted)
+        })
+        .await
+        .map_err(|_| EnqueueError::Store(StoreError::new("the store task failed")))?
+    }
+
+    fn count_event(&self, channel: &Channel, event: &InboundEvent) {
+        self.inner
+            .metrics
+            .events
+            .get_or_create(&metrics::Kind {
+                channel: channel.name.clone(),
+                kind: event.kind.name().to_owned(),
+            })
+            .inc();
     }
 
     /// Queues events read back from the store after a restart.

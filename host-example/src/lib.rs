@@ -61,7 +61,7 @@ impl Server {
             Arc::clone(&store),
             Arc::clone(&metrics),
         );
-        resume_pending(&store, &dispatcher, &channels.by_name)?;
+        resume_pending(&store, &dispatcher, &channels.by_name).await?;
 
         let state = Arc::new(AppState {
             channels: channels.by_name,
@@ -138,12 +138,12 @@ impl Server {
 }
 
 /// Queues what a previous run accepted and did not finish.
-fn resume_pending(
+async fn resume_pending(
     store: &Store,
     dispatcher: &Dispatcher,
     channels: &std::collections::HashMap<String, Arc<channels::Channel>>,
 ) -> anyhow::Result<()> {
-    let pending = store.pending()?;
+    let pending = store.pending().await?;
     if pending.is_empty() {
         return Ok(());
     }
@@ -169,7 +169,7 @@ async fn prune_forever(store: Arc<Store>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        match store.prune() {
+        match store.prune().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(forgotten = n, "old event ids pruned"),
             Err(err) => tracing::error!("{err}"),

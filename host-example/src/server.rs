@@ -224,7 +224,7 @@ async fn handle(
         }
     };
     let count = events.len();
-    match state.dispatcher.enqueue(channel, events) {
+    match state.dispatcher.enqueue(channel, events).await {
         Ok(accepted) => {
             tracing::debug!(
                 channel = name,

@@ -41,9 +41,15 @@ pub struct Pending {
 }
 
 /// A store error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("event store: {0}")]
 pub struct StoreError(String);
+
+impl StoreError {
+    pub(crate) fn new(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -53,13 +59,13 @@ impl From<rusqlite::Error> for StoreError {
 
 /// The event store.
 pub struct Store {
-    backend: Mutex<Backend>,
+    backend: Backend,
     remember: Duration,
 }
 
 enum Backend {
-    Sqlite(Connection),
-    Memory(Memory),
+    Sqlite(Writer),
+    Memory(Mutex<Memory>),
 }
 
 #[derive(Default)]
@@ -73,17 +79,16 @@ struct Memory {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY,
     channel     TEXT NOT NULL,
     event_id    TEXT NOT NULL,
+    seq         INTEGER NOT NULL,   -- arrival order
     state       INTEGER NOT NULL,   -- 0 pending, 1 done, 2 failed
     sent        INTEGER NOT NULL DEFAULT 0,
-    received_ms INTEGER NOT NULL,
     finished_ms INTEGER,
     event       TEXT NOT NULL,
-    UNIQUE (channel, event_id)
-);
-CREATE INDEX IF NOT EXISTS events_by_state ON events (state, finished_ms);
+    PRIMARY KEY (channel, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_finished ON events (finished_ms) WHERE state != 0;
 ";
 
 fn now_ms() -> i64 {
@@ -92,8 +97,217 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
+
+/// What the writer thread is asked to do; it applies a burst of these in one
+/// transaction (group commit) and answers after the commit.
+enum Op {
+    Accept {
+        channel: String,
+        rows: Vec<(String, String)>,
+        reply: Reply<Vec<bool>>,
+    },
+    Progress {
+        channel: String,
+        event_id: String,
+        sent: u32,
+    },
+    Finish {
+        channel: String,
+        event_id: String,
+        state: i64,
+    },
+    Prune {
+        cutoff: i64,
+        reply: Reply<usize>,
+    },
+    Pending {
+        reply: Reply<Vec<Pending>>,
+    },
+    Contains {
+        channel: String,
+        event_id: String,
+        reply: Reply<bool>,
+    },
+}
+
+/// The SQLite connection, owned by one thread that batches writes.
+struct Writer {
+    ops: Option<std::sync::mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.ops
+            .as_ref()
+            .and_then(|ops| ops.send(op).ok())
+            .ok_or_else(|| StoreError("the store is closed".to_owned()))
+    }
+}
+
+impl Drop for Writer {
+    /// Lets the writer commit what it was given, then stops it.
+    fn drop(&mut self) {
+        self.ops.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Most operations applied in one transaction.
+const MAX_BATCH: usize = 1024;
+
+fn write_loop(mut connection: Connection, ops: std::sync::mpsc::Receiver<Op>) {
+    let mut seq: i64 = connection
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .unwrap_or(0);
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut answers: Vec<Box<dyn FnOnce(Option<StoreError>)>> = Vec::with_capacity(batch.len());
+        let committed = (|| -> Result<(), StoreError> {
+            let tx = connection.transaction()?;
+            for op in batch {
+                apply(&tx, op, &mut seq, &mut answers);
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        let failure = committed.err();
+        for answer in answers {
+            answer(failure.clone());
+        }
+    }
+}
+
+/// Applies one operation inside the open transaction; queues its answer for after the
+/// commit (an answer gets the commit's error, if any, instead of its result).
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    op: Op,
+    seq: &mut i64,
+    answers: &mut Vec<Box<dyn FnOnce(Option<StoreError>)>>,
+) {
+    fn answer<T: Send + 'static>(
+        answers: &mut Vec<Box<dyn FnOnce(Option<StoreError>)>>,
+        reply: Reply<T>,
+        result: Result<T, StoreError>,
+    ) {
+        answers.push(Box::new(move |failure| {
+            let _ = reply.send(match failure {
+                Some(err) => Err(err),
+                None => result,
+            });
+        }));
+    }
+    match op {
+        Op::Accept {
+            channel,
+            rows,
+            reply,
+        } => {
+            let result = (|| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (channel, event_id, seq, state, event)
+                     VALUES (?1, ?2, ?3, 0, ?4)",
+                )?;
+                let mut fresh = Vec::with_capacity(rows.len());
+                for (event_id, json) in &rows {
+                    *seq += 1;
+                    fresh.push(insert.execute(params![channel, event_id, *seq, json])? == 1);
+                }
+                Ok(fresh)
+            })();
+            answer(answers, reply, result);
+        }
+        Op::Progress {
+            channel,
+            event_id,
+            sent,
+        } => {
+            let result = tx
+                .prepare_cached("UPDATE events SET sent = ?3 WHERE channel = ?1 AND event_id = ?2")
+                .and_then(|mut s| s.execute(params![channel, event_id, sent]));
+            if let Err(err) = result {
+                tracing::error!("event store: {err}");
+            }
+        }
+        Op::Finish {
+            channel,
+            event_id,
+            state,
+        } => {
+            let result = tx
+                .prepare_cached(
+                    "UPDATE events SET state = ?3, finished_ms = ?4, event = ''
+                     WHERE channel = ?1 AND event_id = ?2",
+                )
+                .and_then(|mut s| s.execute(params![channel, event_id, state, now_ms()]));
+            if let Err(err) = result {
+                tracing::error!("event store: {err}");
+            }
+        }
+        Op::Prune { cutoff, reply } => {
+            let result = tx
+                .prepare_cached("DELETE FROM events WHERE state != 0 AND finished_ms < ?1")
+                .and_then(|mut s| s.execute(params![cutoff]))
+                .map_err(StoreError::from);
+            answer(answers, reply, result);
+        }
+        Op::Pending { reply } => answer(answers, reply, read_pending(tx)),
+        Op::Contains {
+            channel,
+            event_id,
+            reply,
+        } => {
+            let result = tx
+                .prepare_cached("SELECT 1 FROM events WHERE channel = ?1 AND event_id = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![channel, event_id], |_| Ok(()))
+                        .optional()
+                })
+                .map(|found| found.is_some())
+                .map_err(StoreError::from);
+            answer(answers, reply, result);
+        }
+    }
+}
+
+fn read_pending(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Pending>, StoreError> {
+    let mut query =
+        tx.prepare("SELECT channel, sent, event FROM events WHERE state = 0 ORDER BY seq")?;
+    let rows = query.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, u32>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut pending = Vec::new();
+    for row in rows {
+        let (channel, sent, json) = row?;
+        let stored: Stored = serde_json::from_str(&json)
+            .map_err(|e| StoreError(format!("a stored event is unreadable: {e}")))?;
+        pending.push(Pending {
+            channel,
+            event: stored.into(),
+            sent,
+        });
+    }
+    Ok(pending)
+}
+
 impl Store {
-    /// Opens (or creates) the SQLite store at `path`.
+    /// Opens (or creates) the SQLite store at `path`, with its writer thread.
     pub fn open(path: &Path, remember: Duration) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -105,8 +319,16 @@ impl Store {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        let (ops, receiver) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("event-store".to_owned())
+            .spawn(move || write_loop(connection, receiver))
+            .map_err(|e| StoreError(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            backend: Mutex::new(Backend::Sqlite(connection)),
+            backend: Backend::Sqlite(Writer {
+                ops: Some(ops),
+                thread: Some(thread),
+            }),
             remember,
         })
     }
@@ -114,7 +336,7 @@ impl Store {
     /// A store in memory: no durability, at most `max` finished ids remembered.
     pub fn in_memory(remember: Duration, max: usize) -> Self {
         Self {
-            backend: Mutex::new(Backend::Memory(Memory {
+            backend: Backend::Memory(Mutex::new(Memory {
                 max,
                 ..Memory::default()
             })),
@@ -122,76 +344,86 @@ impl Store {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Backend> {
-        self.backend.lock().unwrap_or_else(|p| p.into_inner())
+    /// Asks the writer for something and waits for the committed answer.
+    async fn ask<T>(writer: &Writer, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        writer.send(op(reply))?;
+        answer
+            .await
+            .map_err(|_| StoreError("the writer stopped".to_owned()))?
     }
 
-    /// Records `events` as pending, in one transaction. Returns, in order, whether each
-    /// one is new (`false`: a redelivery of an event already seen).
-    pub fn accept(&self, channel: &str, events: &[InboundEvent]) -> Result<Vec<bool>, StoreError> {
-        let now = now_ms();
-        match &mut *self.lock() {
-            Backend::Sqlite(connection) => {
-                let tx = connection.transaction()?;
-                let mut fresh = Vec::with_capacity(events.len());
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO events (channel, event_id, state, received_ms, event)
-                         VALUES (?1, ?2, 0, ?3, ?4)",
-                    )?;
-                    for event in events {
-                        let json = serde_json::to_string(&Stored::from(event))
-                            .map_err(|e| StoreError(e.to_string()))?;
-                        let inserted =
-                            insert.execute(params![channel, event.event_id.as_str(), now, json])?;
-                        fresh.push(inserted == 1);
-                    }
-                }
-                tx.commit()?;
-                Ok(fresh)
-            }
-            Backend::Memory(memory) => Ok(events
-                .iter()
-                .map(|event| {
-                    let key = (channel.to_owned(), event.event_id.to_string());
-                    memory.seen.insert(key, None).is_none()
+    /// Records `events` as pending; answers once they are committed. Returns, in
+    /// order, whether each one is new (`false`: a redelivery of an event already seen).
+    pub async fn accept(
+        &self,
+        channel: &str,
+        events: &[InboundEvent],
+    ) -> Result<Vec<bool>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(writer) => {
+                let rows = events
+                    .iter()
+                    .map(|event| {
+                        serde_json::to_string(&Stored::from(event))
+                            .map(|json| (event.event_id.to_string(), json))
+                            .map_err(|e| StoreError(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let channel = channel.to_owned();
+                Self::ask(writer, |reply| Op::Accept {
+                    channel,
+                    rows,
+                    reply,
                 })
-                .collect()),
+                .await
+            }
+            Backend::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(events
+                    .iter()
+                    .map(|event| {
+                        let key = (channel.to_owned(), event.event_id.to_string());
+                        memory.seen.insert(key, None).is_none()
+                    })
+                    .collect())
+            }
         }
     }
 
-    /// Notes that the first `sent` replies of an event went out.
+    /// Notes that the first `sent` replies of an event went out (written with the
+    /// next batch).
     pub fn progress(&self, channel: &str, event_id: &str, sent: u32) -> Result<(), StoreError> {
-        if let Backend::Sqlite(connection) = &*self.lock() {
-            connection
-                .prepare_cached("UPDATE events SET sent = ?3 WHERE channel = ?1 AND event_id = ?2")?
-                .execute(params![channel, event_id, sent])?;
+        match &self.backend {
+            Backend::Sqlite(writer) => writer.send(Op::Progress {
+                channel: channel.to_owned(),
+                event_id: event_id.to_owned(),
+                sent,
+            }),
+            Backend::Memory(_) => Ok(()),
         }
-        Ok(())
     }
 
-    /// Marks an event finished; its id is remembered for deduplication.
+    /// Marks an event finished (written with the next batch); its id is remembered
+    /// for deduplication.
     pub fn finish(
         &self,
         channel: &str,
         event_id: &str,
         outcome: Outcome,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        match &mut *self.lock() {
-            Backend::Sqlite(connection) => {
-                let state = match outcome {
+        match &self.backend {
+            Backend::Sqlite(writer) => writer.send(Op::Finish {
+                channel: channel.to_owned(),
+                event_id: event_id.to_owned(),
+                state: match outcome {
                     Outcome::Done => 1,
                     Outcome::Failed => 2,
-                };
-                connection
-                    .prepare_cached(
-                        "UPDATE events SET state = ?3, finished_ms = ?4, event = ''
-                         WHERE channel = ?1 AND event_id = ?2",
-                    )?
-                    .execute(params![channel, event_id, state, now])?;
-            }
+                },
+            }),
             Backend::Memory(memory) => {
+                let now = now_ms();
+                let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
                 let key = (channel.to_owned(), event_id.to_owned());
                 if let Some(slot) = memory.seen.get_mut(&key) {
                     *slot = Some(now);
@@ -202,20 +434,19 @@ impl Store {
                         memory.seen.remove(&key);
                     }
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Forgets finished ids older than the remember window. Returns how many.
-    pub fn prune(&self) -> Result<usize, StoreError> {
+    pub async fn prune(&self) -> Result<usize, StoreError> {
         let cutoff =
             now_ms().saturating_sub(i64::try_from(self.remember.as_millis()).unwrap_or(i64::MAX));
-        match &mut *self.lock() {
-            Backend::Sqlite(connection) => Ok(connection
-                .prepare_cached("DELETE FROM events WHERE state != 0 AND finished_ms < ?1")?
-                .execute(params![cutoff])?),
+        match &self.backend {
+            Backend::Sqlite(writer) => Self::ask(writer, |reply| Op::Prune { cutoff, reply }).await,
             Backend::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
                 let mut removed = 0;
                 while memory.finished.front().is_some_and(|(_, at)| *at < cutoff) {
                     if let Some((key, _)) = memory.finished.pop_front() {
@@ -229,42 +460,28 @@ impl Store {
     }
 
     /// The events still waiting for replies, in the order they arrived.
-    pub fn pending(&self) -> Result<Vec<Pending>, StoreError> {
-        let Backend::Sqlite(connection) = &*self.lock() else {
-            return Ok(Vec::new());
-        };
-        let mut query = connection
-            .prepare("SELECT channel, sent, event FROM events WHERE state = 0 ORDER BY id")?;
-        let rows = query.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, u32>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut pending = Vec::new();
-        for row in rows {
-            let (channel, sent, json) = row?;
-            let stored: Stored = serde_json::from_str(&json)
-                .map_err(|e| StoreError(format!("a stored event is unreadable: {e}")))?;
-            pending.push(Pending {
-                channel,
-                event: stored.into(),
-                sent,
-            });
+    pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(writer) => Self::ask(writer, |reply| Op::Pending { reply }).await,
+            Backend::Memory(_) => Ok(Vec::new()),
         }
-        Ok(pending)
     }
 
-    /// Whether an event id is known (pending or remembered).
-    pub fn contains(&self, channel: &str, event_id: &str) -> Result<bool, StoreError> {
-        match &*self.lock() {
-            Backend::Sqlite(connection) => Ok(connection
-                .prepare_cached("SELECT 1 FROM events WHERE channel = ?1 AND event_id = ?2")?
-                .query_row(params![channel, event_id], |_| Ok(()))
-                .optional()?
-                .is_some()),
+    /// Whether an event id is known (pending or remembered), after earlier writes.
+    pub async fn contains(&self, channel: &str, event_id: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(writer) => {
+                let (channel, event_id) = (channel.to_owned(), event_id.to_owned());
+                Self::ask(writer, |reply| Op::Contains {
+                    channel,
+                    event_id,
+                    reply,
+                })
+                .await
+            }
             Backend::Memory(memory) => Ok(memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .seen
                 .contains_key(&(channel.to_owned(), event_id.to_owned()))),
         }
@@ -381,25 +598,25 @@ mod tests {
         e
     }
 
-    #[test]
-    fn sqlite_keeps_pending_events_across_reopen_and_drops_redeliveries() {
+    #[tokio::test]
+    async fn sqlite_keeps_pending_events_across_reopen_and_drops_redeliveries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite3");
         {
             let store = Store::open(&path, Duration::from_secs(60)).unwrap();
             assert_eq!(
-                store.accept("m", &[event("a"), event("b")]).unwrap(),
+                store.accept("m", &[event("a"), event("b")]).await.unwrap(),
                 [true, true]
             );
             assert_eq!(
-                store.accept("m", &[event("b"), event("c")]).unwrap(),
+                store.accept("m", &[event("b"), event("c")]).await.unwrap(),
                 [false, true]
             );
             store.progress("m", "c", 1).unwrap();
             store.finish("m", "a", Outcome::Done).unwrap();
-        }
+        } // dropping the store commits what it was given
         let store = Store::open(&path, Duration::from_secs(60)).unwrap();
-        let pending = store.pending().unwrap();
+        let pending = store.pending().await.unwrap();
         let ids: Vec<_> = pending.iter().map(|p| p.event.event_id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(pending[1].sent, 1);
@@ -409,43 +626,81 @@ mod tests {
             "the event survives the round trip"
         );
         assert_eq!(
-            store.accept("m", &[event("a")]).unwrap(),
+            store.accept("m", &[event("a")]).await.unwrap(),
             [false],
             "finished ids are remembered"
         );
         assert_eq!(
-            store.accept("other", &[event("a")]).unwrap(),
+            store.accept("other", &[event("a")]).await.unwrap(),
             [true],
             "per channel"
         );
+        assert_eq!(store.accept("m", &[event("d")]).await.unwrap(), [true]);
+        let order: Vec<_> = store
+            .pending()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.event.event_id.to_string())
+            .collect();
+        assert_eq!(
+            order,
+            ["b", "c", "a", "d"],
+            "arrival order survives a reopen"
+        );
     }
 
-    #[test]
-    fn finished_ids_are_forgotten_after_the_window() {
+    #[tokio::test]
+    async fn concurrent_accepts_are_committed_in_batches_and_all_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            Store::open(&dir.path().join("q.sqlite3"), Duration::from_secs(60)).unwrap(),
+        );
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .accept("m", &[event(&format!("e{}", i % 150))])
+                        .await
+                        .unwrap()[0]
+                })
+            })
+            .collect();
+        let mut fresh = 0;
+        for task in tasks {
+            fresh += usize::from(task.await.unwrap());
+        }
+        assert_eq!(fresh, 150, "each id is new exactly once");
+        assert_eq!(store.pending().await.unwrap().len(), 150);
+    }
+
+    #[tokio::test]
+    async fn finished_ids_are_forgotten_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.sqlite3"), Duration::ZERO).unwrap();
-        store.accept("m", &[event("a"), event("b")]).unwrap();
+        store.accept("m", &[event("a"), event("b")]).await.unwrap();
         store.finish("m", "a", Outcome::Failed).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(store.prune().unwrap(), 1);
-        assert!(!store.contains("m", "a").unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.prune().await.unwrap(), 1);
+        assert!(!store.contains("m", "a").await.unwrap());
         assert!(
-            store.contains("m", "b").unwrap(),
+            store.contains("m", "b").await.unwrap(),
             "pending events are never pruned"
         );
     }
 
-    #[test]
-    fn memory_mode_is_bounded() {
+    #[tokio::test]
+    async fn memory_mode_is_bounded() {
         let store = Store::in_memory(Duration::from_secs(60), 3);
         for i in 0..10 {
             let id = format!("e{i}");
-            assert_eq!(store.accept("m", &[event(&id)]).unwrap(), [true]);
+            assert_eq!(store.accept("m", &[event(&id)]).await.unwrap(), [true]);
             store.finish("m", &id, Outcome::Done).unwrap();
         }
-        assert!(!store.contains("m", "e0").unwrap());
-        assert!(store.contains("m", "e9").unwrap());
-        assert_eq!(store.accept("m", &[event("e9")]).unwrap(), [false]);
-        assert!(store.pending().unwrap().is_empty());
+        assert!(!store.contains("m", "e0").await.unwrap());
+        assert!(store.contains("m", "e9").await.unwrap());
+        assert_eq!(store.accept("m", &[event("e9")]).await.unwrap(), [false]);
+        assert!(store.pending().await.unwrap().is_empty());
     }
 }

@@ -1,0 +1,277 @@
+//! Run with `taskset -c 1 ./target/release/loadgen` (after `cargo build --release -p bench
+//! -p messenger-adapter -p host-example`): drives the real host, pinned to another core,
+//! with signed webhooks and prints throughput, acknowledgement latency, replies at a
+//! fake Graph API, CPU and memory.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use bench::{sign, webhook, CountingGraph, PAGES};
+use clap::Parser;
+
+/// Load harness for host-example.
+#[derive(Parser)]
+struct Args {
+    /// Concurrency levels (requests in flight).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds of load per level.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Latency of the fake Graph API, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    graph_latency_ms: u64,
+    /// CPU the host is pinned to (`taskset -c`); none when absent.
+    #[arg(long)]
+    host_cpu: Option<usize>,
+    /// Keep the event queue in memory instead of SQLite.
+    #[arg(long)]
+    memory_queue: bool,
+    /// Folder holding host-example and libmessenger_adapter.so. Default: this program's.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no exe folder")?
+            .to_path_buf(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    println!(
+        "# graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        args.graph_latency_ms,
+        if args.memory_queue {
+            "memory"
+        } else {
+            "sqlite"
+        },
+        args.host_cpu,
+        args.seconds
+    );
+    println!("| concurrency | webhooks/s | ack p50 ms | ack p99 ms | replies/s | non-200 | host CPU % | RSS idle MiB | RSS peak MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &concurrency in &args.concurrency {
+        runtime.block_on(level(&args, &bin_dir, concurrency))?;
+    }
+    Ok(())
+}
+
+struct Host {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_host(args: &Args, bin_dir: &std::path::Path, graph: &str) -> anyhow::Result<Host> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("plugins"))?;
+    let plugin = format!(
+        "{}messenger_adapter{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    std::fs::copy(
+        bin_dir.join(&plugin),
+        dir.path().join("plugins").join(&plugin),
+    )
+    .with_context(|| format!("{} not found: build it with --release", plugin))?;
+    let pages: Vec<_> = PAGES
+        .iter()
+        .map(|p| format!("{{ id = \"{p}\", access_token = \"token-{p}\" }}"))
+        .collect();
+    let queue = if args.memory_queue {
+        "\":memory:\""
+    } else {
+        "\"queue.sqlite3\""
+    };
+    std::fs::write(
+        dir.path().join("host.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nqueue_capacity = 1000000\nworkers = 1024\n\n\
+             [queue]\npath = {queue}\n\n\
+             [[channels]]\nname = \"messenger\"\nplugin = \"messenger\"\n\n\
+             [channels.settings]\napp_secret = \"{}\"\nverify_token = \"v\"\ngraph_api_base = \"{graph}\"\n\
+             send_rate_per_second = 0\nmedia_rate_per_second = 0\npages = [{}]\n",
+            bench::APP_SECRET,
+            pages.join(", ")
+        ),
+    )?;
+    let host_bin = bin_dir.join(format!("host-example{}", std::env::consts::EXE_SUFFIX));
+    let mut command = match args.host_cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(&host_bin);
+            c
+        }
+        None => Command::new(&host_bin),
+    };
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(dir.path().join("host.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        bail!("the host did not start: {line}");
+    };
+    Ok(Host {
+        url: url.to_owned(),
+        child,
+        _dir: dir,
+    })
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<_> = after.split_whitespace().collect();
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
+    let graph = CountingGraph::start(Duration::from_millis(args.graph_latency_ms)).await?;
+    let host = start_host(args, bin_dir, &graph.url)?;
+    let pid = host.child.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = proc_field(pid, "status", "VmRSS:");
+
+    // Bodies are made and signed before the clock starts, so the load generator
+    // spends its core on sending.
+    let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
+        (0..(concurrency as u64 * 2_000).clamp(20_000, 400_000))
+            .map(|seq| {
+                let body = webhook(seq, 1, 0);
+                let signature = sign(&body);
+                (body, signature)
+            })
+            .collect(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{}/webhooks/messenger", host.url);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let run_for = Duration::from_secs(args.seconds);
+    let ticks = cpu_ticks(pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, bodies, next, failures) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&bodies),
+            Arc::clone(&next),
+            Arc::clone(&failures),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while started.elapsed() < run_for {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, signature)) = bodies.get(i) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .header("x-hub-signature-256", signature)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                latencies.push(sent.elapsed().as_micros() as u32);
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    let elapsed = started.elapsed();
+    let sent = latencies.len() as u64;
+    let accepted = sent - failures.load(Ordering::Relaxed);
+    // Replies still in flight at the end count, until every accepted webhook is answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while graph.count() < accepted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let replies_elapsed = started.elapsed();
+    let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / replies_elapsed.as_secs_f64() * 100.0;
+    let rss_peak = proc_field(pid, "status", "VmHWM:");
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "| {concurrency} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {cpu:.0} | {:.1} | {:.1} |",
+        sent as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        graph.count() as f64 / replies_elapsed.as_secs_f64(),
+        sent - accepted,
+        rss_idle as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+    );
+    if graph.count() != accepted {
+        println!(
+            "(!) {} webhooks accepted, {} replies received",
+            accepted,
+            graph.count()
+        );
+    }
+    Ok(())
+}

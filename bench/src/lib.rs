@@ -1,0 +1,86 @@
+//! Shared by the benchmarks: signed webhook bodies and a counting fake Graph API.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{routing::post, Json, Router};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The app secret the benchmark hosts are configured with.
+pub const APP_SECRET: &str = "bench-app-secret";
+/// The benchmark Pages.
+pub const PAGES: [&str; 2] = ["100000000000001", "100000000000002"];
+
+/// `sha256=<hex>` of `body`.
+pub fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).expect("any key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A webhook body with `items` text messages spread over the Pages, each with a unique
+/// `mid` from `seq`, padded with `padding` bytes of escaped text per message.
+pub fn webhook(seq: u64, items: usize, padding: usize) -> Vec<u8> {
+    let pad = "\\u00e4".repeat(padding / 6);
+    let entries: Vec<_> = PAGES
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| items > 1 || *p == 0)
+        .map(|(p, page)| {
+            let count = if items > 1 { items / PAGES.len() + usize::from(p < items % PAGES.len()) } else { 1 };
+            let messaging: Vec<_> = (0..count)
+                .map(|i| {
+                    format!(
+                        r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":"{page}"}},"timestamp":1700000000000,"message":{{"mid":"m_{seq}_{p}_{i}","text":"hello {seq}{pad}"}}}}"#,
+                        7_000_000_000_000_000u64 + seq % 100_000
+                    )
+                })
+                .collect();
+            format!(r#"{{"id":"{page}","time":1700000000000,"messaging":[{}]}}"#, messaging.join(","))
+        })
+        .collect();
+    format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(",")).into_bytes()
+}
+
+/// A fake Graph API that only counts Send API calls, answering after `latency`.
+pub struct CountingGraph {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    count: Arc<AtomicU64>,
+}
+
+impl CountingGraph {
+    /// Starts on a free loopback port on the current runtime.
+    pub async fn start(latency: Duration) -> anyhow::Result<Self> {
+        let count = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&count);
+        let app = Router::new().route(
+            "/{version}/me/messages",
+            post(move || {
+                let counter = Arc::clone(&counter);
+                async move {
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Json(serde_json::json!({ "recipient_id": "1", "message_id": "m" }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        Ok(Self { url, count })
+    }
+
+    /// Send API calls so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
