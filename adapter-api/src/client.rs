@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RStr, RString},
+    std_types::{RResult, RStr, RString, RVec},
 };
 use tokio::sync::oneshot;
 
@@ -52,12 +52,11 @@ impl Adapter {
         self.inner.verify(request)
     }
 
-    /// See [`ChannelAdapter::parse`](crate::ChannelAdapter::parse).
-    pub fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<InboundEvent>, AdapterError> {
-        self.inner
-            .parse(request)
-            .into_result()
-            .map(|events| events.into_vec())
+    /// See [`ChannelAdapter::parse`](crate::ChannelAdapter::parse). The events stay in
+    /// the plugin's `RVec`: turning it into a `Vec` would copy it, since its buffer
+    /// belongs to the plugin's allocator.
+    pub fn parse(&self, request: &WebhookRequest<'_>) -> Result<RVec<InboundEvent>, AdapterError> {
+        self.inner.parse(request).into_result()
     }
 
     /// Sends `message` and waits for the outcome, at most `timeout`.

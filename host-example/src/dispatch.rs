@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use adapter_api::{ErrorKind, InboundEvent};
+use adapter_api::{abi_stable::std_types::RVec, ErrorKind, InboundEvent};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::{
@@ -119,7 +119,7 @@ impl Dispatcher {
     pub async fn enqueue(
         &self,
         channel: &Arc<Channel>,
-        events: Vec<InboundEvent>,
+        events: RVec<InboundEvent>,
     ) -> Result<Accepted, EnqueueError> {
         let count = events.len();
         {
