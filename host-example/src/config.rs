@@ -68,6 +68,14 @@ pub struct ServerConfig {
     /// How long shutdown waits for queued events and in-flight sends. Default 10,000 ms.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// How long a client may take to send a webhook's body before getting 408, in
+    /// milliseconds (a body trickled in byte by byte holds a connection). Default 10,000.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+}
+
+fn default_body_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_plugins_dir() -> PathBuf {
@@ -246,6 +254,7 @@ impl Config {
             ("server.queue_capacity", server.queue_capacity as u64),
             ("server.workers", server.workers as u64),
             ("server.send_timeout_ms", server.send_timeout_ms),
+            ("server.body_timeout_ms", server.body_timeout_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -69,6 +69,7 @@ impl Server {
             dispatcher,
             max_body_bytes: config.server.max_body_bytes,
             metrics,
+            body_timeout: Duration::from_millis(config.server.body_timeout_ms),
         });
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen)

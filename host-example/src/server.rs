@@ -31,6 +31,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The host's metrics.
     pub metrics: Arc<Metrics>,
+    /// How long a webhook's body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The host's routes.
@@ -141,16 +143,27 @@ async fn handle(
     if declared.is_some_and(|len| len > state.max_body_bytes) {
         return ("too_large", too_large(name, state.max_body_bytes));
     }
-    let body: Bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) if is_length_limit(&err) => {
+    let read = axum::body::to_bytes(body, state.max_body_bytes);
+    let body: Bytes = match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) if is_length_limit(&err) => {
             return ("too_large", too_large(name, state.max_body_bytes))
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             tracing::debug!(channel = name, "could not read the body: {err}");
             return (
                 "bad_request",
                 text(StatusCode::BAD_REQUEST, "could not read the request body"),
+            );
+        }
+        Err(_) => {
+            tracing::info!(channel = name, "webhook body not received in time");
+            return (
+                "timeout",
+                text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body took too long to arrive",
+                ),
             );
         }
     };
