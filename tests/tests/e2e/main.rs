@@ -4,6 +4,7 @@
 mod bad_input;
 mod compat;
 mod durability;
+mod faults;
 mod handshake;
 mod host;
 mod isolation;

@@ -1,0 +1,168 @@
+//! Fault injection on the Graph side, through the real host: transient failures are
+//! retried and delivered once, permanent ones are given up, visible in logs and
+//! metrics, and not retried after a restart.
+
+use std::time::{Duration, Instant};
+
+use e2e::{fake_graph, fixture, sign, Host, HostBuilder, Scripted, APP_SECRET};
+use serde_json::{json, Value};
+
+use crate::post;
+
+fn message_from(user: &str) -> Vec<u8> {
+    let mut body: Value = serde_json::from_slice(&fixture("message_text")).unwrap();
+    let item = &mut body["entry"][0]["messaging"][0];
+    item["sender"]["id"] = user.into();
+    item["message"]["mid"] = format!("m_fault_{user}").into();
+    item["message"]["text"] = format!("to {user}").into();
+    serde_json::to_vec(&body).unwrap()
+}
+
+async fn metric(host: &Host, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", host.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn sends(host: &Host) -> f64 {
+    metric(
+        host,
+        "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}",
+    )
+    .await
+        + metric(
+            host,
+            "dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}",
+        )
+        .await
+}
+
+fn ok() -> Scripted {
+    Scripted {
+        status: 200,
+        body: json!({ "recipient_id": "x", "message_id": "m" }),
+        headers: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_failures_are_delivered_once_and_permanent_ones_given_up() {
+    let graph = fake_graph().await;
+    let builder = HostBuilder::new(&graph.url);
+    let host = builder.start();
+    let usage = r#"{"1":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":0}]}"#;
+    let plan: Vec<(&str, Vec<Scripted>, usize)> = vec![
+        (
+            "u500",
+            vec![Scripted::graph_error(500, 0, 0, "server error"), ok()],
+            2,
+        ),
+        (
+            "u1200",
+            vec![
+                Scripted::graph_error(400, 1200, 0, "temporary"),
+                Scripted::graph_error(400, 1200, 0, "temporary"),
+                ok(),
+            ],
+            3,
+        ),
+        (
+            "u613",
+            vec![
+                Scripted::graph_error(400, 613, 0, "rate")
+                    .header("x-business-use-case-usage", usage),
+                ok(),
+            ],
+            2,
+        ),
+        (
+            "u190",
+            vec![Scripted::graph_error(
+                400,
+                190,
+                0,
+                "Invalid OAuth access token",
+            )],
+            1,
+        ),
+        (
+            "u551",
+            vec![Scripted::graph_error(
+                400,
+                551,
+                0,
+                "This person isn't available right now",
+            )],
+            1,
+        ),
+    ];
+    let mut expected_calls = 0;
+    for (i, (user, script, calls)) in plan.iter().enumerate() {
+        graph.script(script.clone());
+        let body = message_from(user);
+        assert_eq!(
+            post(&host, &body, Some(&sign(APP_SECRET, &body))).await.0,
+            200
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sends(&host).await < (i + 1) as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "{user} never finished:\n{}",
+                host.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        expected_calls += calls;
+        assert_eq!(
+            graph.calls().len(),
+            expected_calls,
+            "{user}: wrong number of tries"
+        );
+    }
+    assert_eq!(
+        metric(
+            &host,
+            "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}"
+        )
+        .await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &host,
+            "dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(&host, "dmflow_send_retries_total{channel=\"messenger\"}").await,
+        4.0
+    );
+    let log = host.log();
+    assert!(
+        log.contains("reply failed for good")
+            && log.contains("code 190")
+            && log.contains("code 551"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SandboxTrace"),
+        "the fbtrace_id is logged:\n{log}"
+    );
+    drop(host);
+
+    // Given up means given up: a restart does not try them again.
+    let restarted = builder.start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(graph.calls().len(), expected_calls, "{}", restarted.log());
+}
