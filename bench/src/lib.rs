@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{routing::post, Json, Router};
+use axum::{http::StatusCode, routing::post, Json, Router};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -48,39 +48,61 @@ pub fn webhook(seq: u64, items: usize, padding: usize) -> Vec<u8> {
     format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(",")).into_bytes()
 }
 
-/// A fake Graph API that only counts Send API calls, answering after `latency`.
+/// A fake Graph API that only counts Send API calls, answering after `latency`, and
+/// failing `fault_per_mille` of them: half with a transient 1200 (retried), half with a
+/// permanent 551.
 pub struct CountingGraph {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     count: Arc<AtomicU64>,
+    faults: Arc<AtomicU64>,
 }
 
 impl CountingGraph {
-    /// Starts on a free loopback port on the current runtime.
+    /// Starts on a free loopback port on the current runtime, without faults.
     pub async fn start(latency: Duration) -> anyhow::Result<Self> {
+        Self::with_faults(latency, 0).await
+    }
+
+    /// Starts with `fault_per_mille` failed answers.
+    pub async fn with_faults(latency: Duration, fault_per_mille: u64) -> anyhow::Result<Self> {
         let count = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&count);
+        let faults = Arc::new(AtomicU64::new(0));
+        let (counter, failed) = (Arc::clone(&count), Arc::clone(&faults));
+        let calls = Arc::new(AtomicU64::new(0));
         let app = Router::new().route(
             "/{version}/me/messages",
             post(move || {
-                let counter = Arc::clone(&counter);
+                let (counter, failed, calls) = (Arc::clone(&counter), Arc::clone(&failed), Arc::clone(&calls));
                 async move {
                     if !latency.is_zero() {
                         tokio::time::sleep(latency).await;
                     }
+                    let n = calls.fetch_add(1, Ordering::Relaxed);
+                    if fault_per_mille > 0 && n % 1000 < fault_per_mille {
+                        let code = if n % 2 == 0 { 1200 } else { 551 };
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        let error = serde_json::json!({ "error": { "code": code, "message": "injected", "fbtrace_id": "soak" } });
+                        return (StatusCode::BAD_REQUEST, Json(error));
+                    }
                     counter.fetch_add(1, Ordering::Relaxed);
-                    Json(serde_json::json!({ "recipient_id": "1", "message_id": "m" }))
+                    (StatusCode::OK, Json(serde_json::json!({ "recipient_id": "1", "message_id": "m" })))
                 }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        Ok(Self { url, count })
+        Ok(Self { url, count, faults })
     }
 
-    /// Send API calls so far.
+    /// Successful Send API calls so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Failed (injected) answers so far.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
     }
 }
