@@ -10,8 +10,16 @@ fn every_corpus_input_gives_events_or_a_clear_error() {
         let path = entry.unwrap().path();
         let body = std::fs::read(&path).unwrap();
         match messenger_adapter::webhook::parse::parse(&body) {
-            Ok(events) => assert!(events.iter().all(|e| !e.event_id.is_empty()), "{}", path.display()),
-            Err(err) => assert!(err.to_string().starts_with("bad webhook body: "), "{}: {err}", path.display()),
+            Ok(events) => assert!(
+                events.iter().all(|e| !e.event_id.is_empty()),
+                "{}",
+                path.display()
+            ),
+            Err(err) => assert!(
+                err.to_string().starts_with("bad webhook body: "),
+                "{}: {err}",
+                path.display()
+            ),
         }
         replayed += 1;
     }

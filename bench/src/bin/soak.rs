@@ -64,14 +64,27 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin_dir = match &args.bin_dir {
         Some(dir) => dir.clone(),
-        None => std::env::current_exe()?.parent().context("no exe folder")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no exe folder")?
+            .to_path_buf(),
     };
     let graph = CountingGraph::with_faults(Duration::ZERO, args.fault_per_mille).await?;
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("plugins"))?;
-    let plugin = format!("{}messenger_adapter{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
-    std::fs::copy(bin_dir.join(&plugin), dir.path().join("plugins").join(&plugin))?;
-    let pages: Vec<_> = PAGES.iter().map(|p| format!("{{ id = \"{p}\", access_token = \"token-{p}\" }}")).collect();
+    let plugin = format!(
+        "{}messenger_adapter{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    std::fs::copy(
+        bin_dir.join(&plugin),
+        dir.path().join("plugins").join(&plugin),
+    )?;
+    let pages: Vec<_> = PAGES
+        .iter()
+        .map(|p| format!("{{ id = \"{p}\", access_token = \"token-{p}\" }}"))
+        .collect();
     std::fs::write(
         dir.path().join("host.toml"),
         format!(
@@ -121,8 +134,12 @@ async fn main() -> anyhow::Result<()> {
         let body = webhook(seq, 1, 0);
         seq += 1;
         let signature = sign(&body);
-        let (client, url, ok_count, refused_count) =
-            (client.clone(), url.clone(), Arc::clone(&accepted), Arc::clone(&refused));
+        let (client, url, ok_count, refused_count) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&accepted),
+            Arc::clone(&refused),
+        );
         tokio::spawn(async move {
             let ok = client
                 .post(&url)
@@ -148,9 +165,20 @@ async fn main() -> anyhow::Result<()> {
     }
     // Let the last replies, and their retries, finish.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
-    let ok = sample(&metrics, "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}");
-    let permanent = sample(&metrics, "dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let ok = sample(
+        &metrics,
+        "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}",
+    );
+    let permanent = sample(
+        &metrics,
+        "dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}",
+    );
     let retries = sample(&metrics, "dmflow_send_retries_total{channel=\"messenger\"}");
     let depth = sample(&metrics, "dmflow_queue_depth");
     let accepted = accepted.load(Ordering::Relaxed);
@@ -163,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = host.kill();
     if ok + permanent != accepted || depth != 0 {
-        bail!("{} accepted webhooks were neither answered nor failed for good", accepted as i64 - (ok + permanent) as i64);
+        bail!(
+            "{} accepted webhooks were neither answered nor failed for good",
+            accepted as i64 - (ok + permanent) as i64
+        );
     }
     println!("every accepted webhook was answered or recorded as failed for good");
     Ok(())
