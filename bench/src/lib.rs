@@ -1,6 +1,9 @@
 //! Shared by the benchmarks: signed webhook bodies and a counting fake Graph API.
 
 use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -8,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::{bail, Context};
 use axum::{http::StatusCode, routing::post, Json, Router};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -105,4 +109,84 @@ impl CountingGraph {
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
     }
+}
+
+/// A running `host-example` with the Messenger plugin, killed when dropped.
+pub struct Host {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The process.
+    pub child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `host-example` from `bin_dir` (with `libmessenger_adapter.so` beside it),
+/// pinned to `cpu` when given, talking to `graph`. `server` and `settings` are extra
+/// lines for `[server]` and the channel's settings; `queue` is the `[queue] path`.
+pub fn start_host(
+    bin_dir: &Path,
+    cpu: Option<usize>,
+    graph: &str,
+    server: &str,
+    queue: &str,
+    settings: &str,
+) -> anyhow::Result<Host> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("plugins"))?;
+    let plugin = format!(
+        "{}messenger_adapter{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    std::fs::copy(
+        bin_dir.join(&plugin),
+        dir.path().join("plugins").join(&plugin),
+    )
+    .with_context(|| format!("{plugin} not found: build it with --release"))?;
+    let pages: Vec<_> = PAGES
+        .iter()
+        .map(|p| format!("{{ id = \"{p}\", access_token = \"token-{p}\" }}"))
+        .collect();
+    std::fs::write(
+        dir.path().join("host.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[queue]\npath = \"{queue}\"\n\n\
+             [[channels]]\nname = \"messenger\"\nplugin = \"messenger\"\n\n\
+             [channels.settings]\napp_secret = \"{APP_SECRET}\"\nverify_token = \"v\"\ngraph_api_base = \"{graph}\"\n\
+             send_rate_per_second = 0\nmedia_rate_per_second = 0\n{settings}\npages = [{}]\n",
+            pages.join(", ")
+        ),
+    )?;
+    let host_bin = bin_dir.join(format!("host-example{}", std::env::consts::EXE_SUFFIX));
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(&host_bin);
+            c
+        }
+        None => Command::new(&host_bin),
+    };
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(dir.path().join("host.toml"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        bail!("the host did not start: {line}");
+    };
+    Ok(Host {
+        url: url.to_owned(),
+        child,
+        _dir: dir,
+    })
 }

@@ -240,6 +240,22 @@ impl Host {
         None
     }
 
+    /// The host's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("host unreachable")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The value of the metric sample whose line starts with `series` (labels
+    /// included), 0 when there is none yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        crate::sample(&self.metrics().await, series).unwrap_or(0.0)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

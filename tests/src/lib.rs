@@ -128,3 +128,12 @@ pub fn appsecret_proof(token: &str) -> String {
     mac.update(token.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
+
+/// The value of the sample whose line starts with `series` in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

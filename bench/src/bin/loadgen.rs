@@ -4,9 +4,7 @@
 //! fake Graph API, CPU and memory.
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
@@ -14,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
-use bench::{sign, webhook, CountingGraph, PAGES};
+use anyhow::Context;
+use bench::{sign, start_host, webhook, CountingGraph};
 use clap::Parser;
 
 /// Load harness for host-example.
@@ -73,81 +71,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Host {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_host(args: &Args, bin_dir: &std::path::Path, graph: &str) -> anyhow::Result<Host> {
-    let dir = tempfile::tempdir()?;
-    std::fs::create_dir_all(dir.path().join("plugins"))?;
-    let plugin = format!(
-        "{}messenger_adapter{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    std::fs::copy(
-        bin_dir.join(&plugin),
-        dir.path().join("plugins").join(&plugin),
-    )
-    .with_context(|| format!("{} not found: build it with --release", plugin))?;
-    let pages: Vec<_> = PAGES
-        .iter()
-        .map(|p| format!("{{ id = \"{p}\", access_token = \"token-{p}\" }}"))
-        .collect();
-    let queue = if args.memory_queue {
-        "\":memory:\""
-    } else {
-        "\"queue.sqlite3\""
-    };
-    std::fs::write(
-        dir.path().join("host.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nqueue_capacity = 1000000\nworkers = 1024\n\n\
-             [queue]\npath = {queue}\n\n\
-             [[channels]]\nname = \"messenger\"\nplugin = \"messenger\"\n\n\
-             [channels.settings]\napp_secret = \"{}\"\nverify_token = \"v\"\ngraph_api_base = \"{graph}\"\n\
-             send_rate_per_second = 0\nmedia_rate_per_second = 0\npages = [{}]\n",
-            bench::APP_SECRET,
-            pages.join(", ")
-        ),
-    )?;
-    let host_bin = bin_dir.join(format!("host-example{}", std::env::consts::EXE_SUFFIX));
-    let mut command = match args.host_cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string()]).arg(&host_bin);
-            c
-        }
-        None => Command::new(&host_bin),
-    };
-    let mut child = command
-        .args(["serve", "--config"])
-        .arg(dir.path().join("host.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
-    let Some(url) = line.trim().strip_prefix("listening on ") else {
-        bail!("the host did not start: {line}");
-    };
-    Ok(Host {
-        url: url.to_owned(),
-        child,
-        _dir: dir,
-    })
-}
-
 fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
@@ -175,7 +98,19 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
     let graph = CountingGraph::start(Duration::from_millis(args.graph_latency_ms)).await?;
-    let host = start_host(args, bin_dir, &graph.url)?;
+    let queue = if args.memory_queue {
+        ":memory:"
+    } else {
+        "queue.sqlite3"
+    };
+    let host = start_host(
+        bin_dir,
+        args.host_cpu,
+        &graph.url,
+        "queue_capacity = 1000000\nworkers = 1024",
+        queue,
+        "",
+    )?;
     let pid = host.child.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = proc_field(pid, "status", "VmRSS:");

@@ -5,9 +5,7 @@
 //! recorded as failed for good, and prints the host's memory over time.
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -16,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use bench::{sign, webhook, CountingGraph, PAGES};
+use bench::{sign, start_host, webhook, CountingGraph};
 use clap::Parser;
 
 /// Soak test for host-example.
@@ -70,54 +68,16 @@ async fn main() -> anyhow::Result<()> {
             .to_path_buf(),
     };
     let graph = CountingGraph::with_faults(Duration::ZERO, args.fault_per_mille).await?;
-    let dir = tempfile::tempdir()?;
-    std::fs::create_dir_all(dir.path().join("plugins"))?;
-    let plugin = format!(
-        "{}messenger_adapter{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    std::fs::copy(
-        bin_dir.join(&plugin),
-        dir.path().join("plugins").join(&plugin),
+    let mut host = start_host(
+        &bin_dir,
+        args.host_cpu,
+        &graph.url,
+        "",
+        "queue.sqlite3",
+        "backoff_base_ms = 50",
     )?;
-    let pages: Vec<_> = PAGES
-        .iter()
-        .map(|p| format!("{{ id = \"{p}\", access_token = \"token-{p}\" }}"))
-        .collect();
-    std::fs::write(
-        dir.path().join("host.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[queue]\npath = \"queue.sqlite3\"\nremember_secs = 120\n\n\
-             [[channels]]\nname = \"messenger\"\nplugin = \"messenger\"\n\n[channels.settings]\n\
-             app_secret = \"{}\"\nverify_token = \"v\"\ngraph_api_base = \"{}\"\nbackoff_base_ms = 50\n\
-             send_rate_per_second = 0\npages = [{}]\n",
-            bench::APP_SECRET,
-            graph.url,
-            pages.join(", ")
-        ),
-    )?;
-    let host_bin = bin_dir.join("host-example");
-    let mut command = match args.host_cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string()]).arg(&host_bin);
-            c
-        }
-        None => Command::new(&host_bin),
-    };
-    let mut host = command
-        .args(["serve", "--config"])
-        .arg(dir.path().join("host.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(host.stdout.take().context("no stdout")?).read_line(&mut line)?;
-    let Some(base) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-        bail!("the host did not start: {line}");
-    };
-    let pid = host.id();
+    let base = host.url.clone();
+    let pid = host.child.id();
     let url = format!("{base}/webhooks/messenger");
     let client = reqwest::Client::new();
     let accepted = Arc::new(AtomicU64::new(0));
@@ -189,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
         graph.count(),
         rss_mib(pid)
     );
-    let _ = host.kill();
+    let _ = host.child.kill();
     if ok + permanent != accepted || depth != 0 {
         bail!(
             "{} accepted webhooks were neither answered nor failed for good",

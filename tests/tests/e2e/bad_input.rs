@@ -82,6 +82,9 @@ fn rss_kib(host: &Host) -> u64 {
         .unwrap_or(0)
 }
 
+/// A case's name, how to send it (returning the status), and the documented answer.
+type Case<'a> = (&'static str, Box<dyn Fn() -> u16 + 'a>, u16);
+
 #[test]
 fn every_bad_input_gets_its_documented_answer_and_the_host_keeps_serving() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -109,7 +112,7 @@ fn every_bad_input_gets_its_documented_answer_and_the_host_keeps_serving() {
     let unknown = br#"{"object":"page","entry":[{"id":"1","time":1,"messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":3,"brand_new":{"a":1}}]}]}"#;
     let long_name = format!("/webhooks/{}", "a".repeat(8_000));
 
-    let cases: Vec<(&str, Box<dyn Fn() -> u16 + '_>, u16)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "missing signature",
             Box::new(|| with_signature(&host, &good, "")),

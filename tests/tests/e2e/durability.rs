@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{fake_graph, fixture, sign, HostBuilder, Scripted, APP_SECRET};
+use e2e::{fake_graph, fixture, sample, sign, HostBuilder, Scripted, APP_SECRET};
 use serde_json::Value;
 
 use crate::{post, post_signed, SETTLE};
@@ -16,24 +16,6 @@ fn message_from(user: &str, mid: &str, text: &str) -> Vec<u8> {
     item["message"]["mid"] = mid.into();
     item["message"]["text"] = text.into();
     serde_json::to_vec(&body).unwrap()
-}
-
-async fn metrics(host: &e2e::Host) -> String {
-    reqwest::get(format!("{}/metrics", host.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of the sample whose line starts with `series`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,7 +56,7 @@ async fn a_redelivered_body_is_answered_once() {
         2,
         "one reply per event, not per delivery"
     );
-    let metrics = metrics(&host).await;
+    let metrics = host.metrics().await;
     assert_eq!(
         sample(
             &metrics,
@@ -115,7 +97,7 @@ async fn one_conversation_stays_in_order_while_many_run_at_once() {
         let expected: Vec<_> = (0..10).map(|i| format!("{user}:{i}")).collect();
         assert_eq!(texts, expected, "replies to {user} out of order");
     }
-    let metrics = metrics(&host).await;
+    let metrics = host.metrics().await;
     assert_eq!(
         sample(
             &metrics,
@@ -139,10 +121,10 @@ async fn a_full_queue_answers_503_and_the_host_keeps_serving() {
     }
     assert_eq!(statuses, [200, 200, 200, 503, 503]);
     // Answered at once while the replies still wait on the slow Graph API.
-    assert_eq!(sample(&metrics(&host).await, "dmflow_sends_total"), None);
+    assert_eq!(sample(&host.metrics().await, "dmflow_sends_total"), None);
     let health = reqwest::get(format!("{}/healthz", host.url)).await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = metrics(&host).await;
+    let metrics = host.metrics().await;
     assert_eq!(
         sample(
             &metrics,
@@ -162,7 +144,7 @@ async fn metrics_count_webhooks_events_and_sends() {
     let (status, _) = post(&host, &fixture("read"), Some("sha256=00")).await;
     assert_eq!(status, 401);
     graph.wait_for(1, SETTLE).await;
-    let metrics = metrics(&host).await;
+    let metrics = host.metrics().await;
     for (series, value) in [
         (
             "dmflow_webhooks_total{channel=\"messenger\",outcome=\"accepted\"}",

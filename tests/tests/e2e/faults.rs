@@ -18,31 +18,12 @@ fn message_from(user: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap()
 }
 
-async fn metric(host: &Host, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", host.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn sends(host: &Host) -> f64 {
-    metric(
-        host,
-        "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}",
-    )
-    .await
-        + metric(
-            host,
-            "dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}",
-        )
+    host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}")
         .await
+        + host
+            .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}")
+            .await
 }
 
 fn ok() -> Scripted {
@@ -129,23 +110,18 @@ async fn transient_failures_are_delivered_once_and_permanent_ones_given_up() {
         );
     }
     assert_eq!(
-        metric(
-            &host,
-            "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}"
-        )
-        .await,
+        host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}")
+            .await,
         3.0
     );
     assert_eq!(
-        metric(
-            &host,
-            "dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}"
-        )
-        .await,
+        host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}")
+            .await,
         2.0
     );
     assert_eq!(
-        metric(&host, "dmflow_send_retries_total{channel=\"messenger\"}").await,
+        host.metric("dmflow_send_retries_total{channel=\"messenger\"}")
+            .await,
         4.0
     );
     let log = host.log();

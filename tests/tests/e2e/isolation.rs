@@ -44,20 +44,6 @@ fn channel_status<'a>(health: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
-async fn counter(host: &Host, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", host.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_constructor_that_fails_or_panics_costs_only_its_channel() {
     let graph = fake_graph().await;
@@ -103,11 +89,13 @@ async fn a_panicking_adapter_is_replaced_then_its_channel_failed() {
         );
     }
     assert_eq!(
-        counter(&host, "dmflow_plugin_failures_total{channel=\"brittle\"}").await,
+        host.metric("dmflow_plugin_failures_total{channel=\"brittle\"}")
+            .await,
         4.0
     );
     assert_eq!(
-        counter(&host, "dmflow_adapter_restarts_total{channel=\"brittle\"}").await,
+        host.metric("dmflow_adapter_restarts_total{channel=\"brittle\"}")
+            .await,
         3.0
     );
     // Replaced three times, then given up on: the channel answers 503.
@@ -136,30 +124,27 @@ async fn a_send_that_panics_or_never_calls_back_is_an_error_not_a_crash() {
     assert_eq!(post_to(&host, "panics", "s1").await, 200);
     assert_eq!(post_to(&host, "hangs", "s2").await, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while counter(
-        &host,
-        "dmflow_sends_total{channel=\"hangs\",outcome=\"timeout\"}",
-    )
-    .await
+    while host
+        .metric("dmflow_sends_total{channel=\"hangs\",outcome=\"timeout\"}")
+        .await
         < 1.0
     {
         assert!(std::time::Instant::now() < deadline, "{}", host.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        counter(
-            &host,
-            "dmflow_sends_total{channel=\"panics\",outcome=\"panicked\"}"
-        )
-        .await,
+        host.metric("dmflow_sends_total{channel=\"panics\",outcome=\"panicked\"}")
+            .await,
         1.0
     );
     assert_eq!(
-        counter(&host, "dmflow_adapter_restarts_total{channel=\"panics\"}").await,
+        host.metric("dmflow_adapter_restarts_total{channel=\"panics\"}")
+            .await,
         1.0
     );
     assert_eq!(
-        counter(&host, "dmflow_plugin_failures_total{channel=\"hangs\"}").await,
+        host.metric("dmflow_plugin_failures_total{channel=\"hangs\"}")
+            .await,
         1.0
     );
     let log = host.log();
