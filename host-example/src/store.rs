@@ -135,6 +135,9 @@ enum Op {
 struct Writer {
     ops: Option<std::sync::mpsc::Sender<Op>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the checkpointer.
+    stop_checkpoints: Option<std::sync::mpsc::Sender<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -152,6 +155,46 @@ impl Drop for Writer {
         self.ops.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        self.stop_checkpoints.take();
+        if let Some(thread) = self.checkpointer.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// WAL frames (database pages) past which the checkpointer makes the writer wait so
+/// the WAL can start over: 16,384 pages of 4 KiB, 64 MiB.
+const MAX_WAL_FRAMES: i64 = 16_384;
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Checkpoints the WAL from a connection of its own. SQLite would otherwise run them
+/// inside the writer's commits, and with `synchronous = NORMAL` a checkpoint waits for
+/// an fsync: every accept queued behind it would wait too. PASSIVE never blocks the
+/// writer.
+fn checkpoint_loop(connection: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // (busy, frames in the WAL, frames copied back)
+                let passive = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    row.get::<_, i64>(1)
+                });
+                let result = match passive {
+                    // A writer that never pauses keeps the WAL from starting over (it
+                    // appends while the copy runs): past the limit, make it wait once.
+                    Ok(frames) if frames > MAX_WAL_FRAMES => {
+                        connection.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                    }
+                    other => other.map(|_| ()),
+                };
+                if let Err(err) = result {
+                    tracing::warn!("event store checkpoint: {err}");
+                }
+            }
+            _ => return,
         }
     }
 }
@@ -317,17 +360,33 @@ impl Store {
             Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        let checkpoints = Connection::open(path)?;
+        checkpoints.busy_timeout(Duration::from_secs(5))?;
+        let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(work)
+                .map_err(|e| StoreError(format!("cannot start the {name} thread: {e}")))
+        };
         let (ops, receiver) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("event-store".to_owned())
-            .spawn(move || write_loop(connection, receiver))
-            .map_err(|e| StoreError(format!("cannot start the writer thread: {e}")))?;
+        let thread = spawn(
+            "event-store",
+            Box::new(move || write_loop(connection, receiver)),
+        )?;
+        let (stop_checkpoints, stop) = std::sync::mpsc::channel();
+        let checkpointer = spawn(
+            "event-store-checkpoints",
+            Box::new(move || checkpoint_loop(checkpoints, stop)),
+        )?;
         Ok(Self {
             backend: Backend::Sqlite(Writer {
                 ops: Some(ops),
                 thread: Some(thread),
+                stop_checkpoints: Some(stop_checkpoints),
+                checkpointer: Some(checkpointer),
             }),
             remember,
         })
