@@ -99,7 +99,7 @@ fn event(destination: &str, item: &Map<String, Value>) -> InboundEvent {
         event.flags = EventFlags::STANDBY;
     }
     event.reply_token = text(item.get("replyToken")).map(RString::from).into();
-    event.raw_json = Value::Object(item.clone()).to_string().into();
+    event.raw_json = serde_json::to_string(item).unwrap_or_default().into();
 
     let mut details = json!({ "type": kind_name });
     if let Some(source) = source {

@@ -144,7 +144,7 @@ fn event(page_id: &str, item: &Map<String, Value>, flags: EventFlags) -> Inbound
     event.sender_id = party(item.get("sender")).into();
     event.recipient_id = party(item.get("recipient")).into();
     event.timestamp_ms = timestamp_of(item.get("timestamp"));
-    event.raw_json = Value::Object(item.clone()).to_string().into();
+    event.raw_json = serde_json::to_string(item).unwrap_or_default().into();
 
     let empty = Map::new();
     let body = item.get(key).and_then(Value::as_object).unwrap_or(&empty);
@@ -380,7 +380,7 @@ fn attachments(value: Option<&Value>) -> RVec<Attachment> {
                 kind,
                 url: url.map(RString::from).into(),
                 type_name: type_name.into(),
-                raw_json: Value::Object(a.clone()).to_string().into(),
+                raw_json: serde_json::to_string(a).unwrap_or_default().into(),
             }
         })
         .collect()
