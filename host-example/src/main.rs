@@ -50,6 +50,13 @@ enum Command {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
+    /// Run only the sandbox Graph API on loopback and print every call it receives:
+    /// point `graph_api_base` at it to try `serve` by hand without a Facebook account.
+    Sandbox {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: std::net::SocketAddr,
+    },
     /// A channel operation: `<CHANNEL> <OPERATION>...`, see below.
     #[command(external_subcommand)]
     Channel(Vec<OsString>),
@@ -153,6 +160,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Channel(words) => channel_operation(words),
+        Command::Sandbox { listen } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(sandbox(listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys => {
             let mut bytes = [0u8; 24];
             getrandom::fill(&mut bytes)
@@ -217,5 +229,30 @@ fn channel_operation(words: Vec<OsString>) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Runs the sandbox Graph API until Ctrl-C, printing each call as one JSON line.
+async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let sandbox = host_example::sandbox::SandboxGraph::start_on(listen)
+        .await
+        .with_context(|| format!("--listen: cannot listen on {listen}"))?;
+    println!(
+        "sandbox Graph API on {} (graph_api_base = \"{}\"); Ctrl-C stops it",
+        sandbox.url, sandbox.url
+    );
+    let mut printed = 0;
+    let stop = host_example::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+        let calls = sandbox.calls();
+        for call in &calls[printed..] {
+            println!("{} {} {}", call.method, call.path, call.body);
+        }
+        printed = calls.len();
     }
 }

@@ -106,11 +106,16 @@ pub struct SandboxGraph {
 impl SandboxGraph {
     /// Starts a sandbox Graph API on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("a valid address")).await
+    }
+
+    /// Starts a sandbox Graph API on `addr`.
+    pub async fn start_on(addr: std::net::SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .fallback(record)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.ok();

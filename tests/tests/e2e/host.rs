@@ -176,6 +176,7 @@ fn every_command_has_help() {
         &["plugins", "--help"],
         &["keys", "--help"],
         &["demo", "--help"],
+        &["sandbox", "--help"],
         &["messenger", "--help"],
     ] {
         let output = Command::new(host_bin()).args(command).output().unwrap();
@@ -186,4 +187,46 @@ fn every_command_has_help() {
             "{command:?}: {stdout}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_command_prints_every_call_it_receives() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(host_bin())
+        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::task::block_in_place(|| lines.next())
+        .unwrap()
+        .unwrap();
+    assert!(
+        banner.contains(&format!("http://127.0.0.1:{port}")),
+        "{banner}"
+    );
+    let answer: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v25.0/me/messages"))
+        .json(&serde_json::json!({ "recipient": { "id": "7" }, "message": { "text": "hi" } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["recipient_id"], "7");
+    let printed = tokio::task::block_in_place(|| lines.next())
+        .unwrap()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        printed,
+        r#"POST /v25.0/me/messages {"message":{"text":"hi"},"recipient":{"id":"7"}}"#
+    );
 }
