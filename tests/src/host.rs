@@ -31,6 +31,7 @@ pub struct HostBuilder {
     messenger_enabled: bool,
     messenger_settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl HostBuilder {
@@ -44,6 +45,7 @@ impl HostBuilder {
             extra_channels: String::new(),
             messenger_enabled: true,
             messenger_settings: vec![("backoff_base_ms".to_owned(), "20".to_owned())],
+            args: Vec::new(),
             env: vec![
                 ("TEST_FB_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
                 ("TEST_FB_VERIFY_TOKEN".to_owned(), VERIFY_TOKEN.to_owned()),
@@ -72,6 +74,13 @@ impl HostBuilder {
         self.messenger_settings.retain(|(k, _)| k != key);
         self.messenger_settings
             .push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a global command-line flag, e.g. `--log-json`.
+    #[must_use]
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
         self
     }
 
@@ -168,6 +177,7 @@ graph_api_version = "v25.0"
         let run = RUNS.fetch_add(1, Ordering::SeqCst);
         let log_path = dir.path().join(format!("host-{run}.log"));
         let mut child = Command::new(crate::host_bin())
+            .args(&self.args)
             .args(["serve", "--config"])
             .arg(&config)
             .env_clear()

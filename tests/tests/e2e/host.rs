@@ -230,3 +230,23 @@ async fn the_sandbox_command_prints_every_call_it_receives() {
         r#"POST /v25.0/me/messages {"message":{"text":"hi"},"recipient":{"id":"7"}}"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_json_writes_one_json_object_per_line() {
+    let graph = fake_graph().await;
+    let host = HostBuilder::new(&graph.url).arg("--log-json").start();
+    post_signed(&host, &fixture("message_text")).await;
+    graph.wait_for(1, crate::SETTLE).await;
+    let log = host.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "serving webhooks"),
+        "{log}"
+    );
+    assert!(lines.iter().all(|l| l["level"].is_string()));
+}
