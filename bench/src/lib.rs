@@ -190,3 +190,14 @@ pub fn start_host(
         _dir: dir,
     })
 }
+
+/// The folder holding `host-example` and the plugin: `given`, or this program's own.
+pub fn bin_dir(given: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
+    match given {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("no exe folder")?
+            .to_path_buf()),
+    }
+}

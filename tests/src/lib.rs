@@ -137,3 +137,16 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Runs `host-example plugins --dir dir`: its exit code and stdout.
+pub fn plugins_listing(dir: &Path) -> (Option<i32>, String) {
+    let output = std::process::Command::new(host_bin())
+        .args(["plugins", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("cannot run host-example");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}

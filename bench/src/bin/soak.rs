@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use bench::{sign, start_host, webhook, CountingGraph};
 use clap::Parser;
 
@@ -60,13 +60,7 @@ fn sample(metrics: &str, series: &str) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no exe folder")?
-            .to_path_buf(),
-    };
+    let bin_dir = bench::bin_dir(args.bin_dir.as_deref())?;
     let graph = CountingGraph::with_faults(Duration::ZERO, args.fault_per_mille).await?;
     let mut host = start_host(
         &bin_dir,

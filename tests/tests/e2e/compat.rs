@@ -1,8 +1,6 @@
 //! What the loader accepts and refuses: one line per refused file, the rest load.
 
-use std::process::Command;
-
-use e2e::{host_bin, library, messenger_plugin};
+use e2e::{library, messenger_plugin, plugins_listing};
 
 #[test]
 fn every_refusal_is_one_line_naming_the_file_and_the_others_load() {
@@ -25,13 +23,8 @@ fn every_refusal_is_one_line_naming_the_file_and_the_others_load() {
     .unwrap();
     std::fs::write(dir.path().join("libnotes.so"), "just some text\n").unwrap();
 
-    let output = Command::new(host_bin())
-        .args(["plugins", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = plugins_listing(dir.path());
+    assert_eq!(code, Some(1), "{stdout}");
     let lines: Vec<_> = stdout.lines().collect();
     let ok: Vec<_> = lines.iter().filter(|l| l.starts_with("ok ")).collect();
     let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL ")).collect();

@@ -2,7 +2,7 @@
 
 use std::{process::Command, time::Duration};
 
-use e2e::{fake_graph, fixture, host_bin, messenger_plugin, HostBuilder};
+use e2e::{fake_graph, fixture, host_bin, messenger_plugin, plugins_listing, HostBuilder};
 use serde_json::Value;
 
 use crate::{post, post_signed};
@@ -97,13 +97,8 @@ fn plugins_command_describes_each_library() {
     )
     .unwrap();
     std::fs::write(dir.path().join("truncated.so"), b"\x7fELF\x02\x01").unwrap();
-    let output = Command::new(host_bin())
-        .args(["plugins", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = plugins_listing(dir.path());
+    assert_eq!(code, Some(1), "{stdout}");
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(

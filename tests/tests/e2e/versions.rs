@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use e2e::{host_bin, library, workspace_root};
+use e2e::{library, plugins_listing, workspace_root};
 
 /// Builds `minimal-plugin` (and `loader`) against `adapter-api` at `version` in a
 /// copy of the workspace; returns the plugin and the loader.
@@ -135,12 +135,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn host_says(plugin: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(plugin, dir.path().join(plugin.file_name().unwrap())).unwrap();
-    let output = Command::new(host_bin())
-        .args(["plugins", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    plugins_listing(dir.path()).1.trim().to_owned()
 }
 
 fn loader_says(loader: &Path, plugin: &Path) -> String {
