@@ -33,6 +33,9 @@ struct Args {
     /// Keep the event queue in memory instead of SQLite.
     #[arg(long)]
     memory_queue: bool,
+    /// Also print more acknowledgement percentiles (p75 to max) under each row.
+    #[arg(long)]
+    detail: bool,
     /// Folder holding host-example and libmessenger_adapter.so. Default: this program's.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -194,6 +197,17 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         rss_idle as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
     );
+    if args.detail {
+        println!(
+            "|   | ack p75 {:.2} · p90 {:.2} · p95 {:.2} · p98 {:.2} · p99.9 {:.2} · max {:.2} ms |",
+            pct(0.75),
+            pct(0.90),
+            pct(0.95),
+            pct(0.98),
+            pct(0.999),
+            pct(1.0)
+        );
+    }
     if graph.count() != accepted {
         println!(
             "(!) {} webhooks accepted, {} replies received",
