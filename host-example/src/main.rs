@@ -256,9 +256,3 @@ async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
         printed = calls.len();
     }
 }
-
-/// mimalloc rather than the system allocator: the request path allocates small,
-/// short-lived buffers on several threads, where glibc's malloc spent 17 % of the
-/// host's time (`BENCHMARKS.md`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

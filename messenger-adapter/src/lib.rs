@@ -29,9 +29,3 @@ adapter_kit::export_plugin! {
     log_target: "messenger_adapter",
     new: |json: &str, log| adapter::MessengerAdapter::from_json(json, log).map_err(AdapterError::from),
 }
-
-/// The plugin's own allocator (a `cdylib` has its own global allocator, whatever the
-/// host uses): mimalloc, for the Send API client's many small buffers. Memory crosses
-/// the boundary only in `abi_stable` types, which free it with the allocator that made it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
