@@ -52,6 +52,18 @@ pub fn webhook(seq: u64, items: usize, padding: usize) -> Vec<u8> {
     format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(",")).into_bytes()
 }
 
+/// A webhook with one read receipt (`seq` as its watermark): an event the example bot
+/// does not answer, for measuring the intake path alone.
+pub fn read_receipt(seq: u64) -> Vec<u8> {
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"{page}","time":1700000000000,"messaging":[{{"sender":{{"id":"{}"}},"recipient":{{"id":"{page}"}},"timestamp":{},"read":{{"watermark":{seq}}}}}]}}]}}"#,
+        7_000_000_000_000_000u64 + seq % 100_000,
+        1_700_000_000_000u64 + seq,
+        page = PAGES[0]
+    )
+    .into_bytes()
+}
+
 /// A fake Graph API that only counts Send API calls, answering after `latency`, and
 /// failing `fault_per_mille` of them: half with a transient 1200 (retried), half with a
 /// permanent 551.

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{sign, start_host, webhook, CountingGraph};
+use bench::{read_receipt, sign, start_host, webhook, CountingGraph};
 use clap::Parser;
 
 /// Load harness for host-example.
@@ -33,6 +33,10 @@ struct Args {
     /// Keep the event queue in memory instead of SQLite.
     #[arg(long)]
     memory_queue: bool,
+    /// Send read receipts, which the bot does not answer: measures the intake path
+    /// (HTTP, signature, parse, durable queue) without the replies.
+    #[arg(long)]
+    no_replies: bool,
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
@@ -49,7 +53,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "# graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        "# {}, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        if args.no_replies {
+            "read receipts (no replies)"
+        } else {
+            "text messages (one reply each)"
+        },
         args.graph_latency_ms,
         if args.memory_queue {
             "memory"
@@ -116,7 +125,11 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
         (0..(concurrency as u64 * 2_000).clamp(20_000, 400_000))
             .map(|seq| {
-                let body = webhook(seq, 1, 0);
+                let body = if args.no_replies {
+                    read_receipt(seq)
+                } else {
+                    webhook(seq, 1, 0)
+                };
                 let signature = sign(&body);
                 (body, signature)
             })
@@ -173,12 +186,15 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let accepted = sent - failures.load(Ordering::Relaxed);
     // Replies still in flight at the end count, until every accepted webhook is answered.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while graph.count() < accepted && Instant::now() < deadline {
+    let expected = if args.no_replies { 0 } else { accepted };
+    while graph.count() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let replies_elapsed = started.elapsed();
     let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / replies_elapsed.as_secs_f64() * 100.0;
     let rss_peak = proc_field(pid, "status", "VmHWM:");
+    let wchar = proc_field(pid, "io", "wchar:");
+    let written = proc_field(pid, "io", "write_bytes:");
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -198,6 +214,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         rss_peak as f64 / 1024.0,
     );
     if args.detail {
+        println!("|   | host wrote {:.1} KiB per webhook through write(), {:.1} KiB per webhook to storage |", wchar as f64 / 1024.0 / sent.max(1) as f64, written as f64 / 1024.0 / sent.max(1) as f64);
         println!(
             "|   | ack p75 {:.2} · p90 {:.2} · p95 {:.2} · p98 {:.2} · p99.9 {:.2} · max {:.2} ms |",
             pct(0.75),
@@ -208,10 +225,10 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
             pct(1.0)
         );
     }
-    if graph.count() != accepted {
+    if graph.count() != expected {
         println!(
             "(!) {} webhooks accepted, {} replies received",
-            accepted,
+            expected,
             graph.count()
         );
     }
