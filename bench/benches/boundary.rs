@@ -53,28 +53,39 @@ fn request<'a>(body: &'a [u8], headers: &'a [Header<'a>]) -> WebhookRequest<'a> 
     }
 }
 
-fn verify_parse(c: &mut Criterion) {
+/// The plugin through its loaded `.so`, sending to `graph`.
+fn loaded(graph: &str) -> Adapter {
     let library = load_plugin(&plugin()).expect("the plugin loads");
-    let loaded = Adapter::new(
-        library
-            .new_adapter(&settings("http://127.0.0.1:9"), noop_host())
-            .unwrap(),
-    );
-    let linked =
-        MessengerAdapter::from_json(&settings("http://127.0.0.1:9"), Log::default()).unwrap();
+    Adapter::new(library.new_adapter(&settings(graph), noop_host()).unwrap())
+}
 
-    let cases = [
+/// The same code linked into this binary.
+fn linked() -> MessengerAdapter {
+    MessengerAdapter::from_json(&settings("http://127.0.0.1:9"), Log::default()).unwrap()
+}
+
+/// The bodies compared, by name.
+fn bodies() -> [(&'static str, Vec<u8>); 3] {
+    [
         ("1 event", webhook(1, 1, 0)),
         ("10 events, 2 Pages", webhook(2, 10, 0)),
         ("500 KB", webhook(3, 1, 500_000)),
-    ];
+    ]
+}
+
+fn signature_header(signature: &str) -> [Header<'_>; 1] {
+    [Header {
+        name: "x-hub-signature-256".into(),
+        value: signature.into(),
+    }]
+}
+
+fn verify_parse(c: &mut Criterion) {
+    let (loaded, linked) = (loaded("http://127.0.0.1:9"), linked());
     let mut group = c.benchmark_group("verify+parse");
-    for (name, body) in &cases {
+    for (name, body) in &bodies() {
         let signature = sign(body);
-        let headers = [Header {
-            name: "x-hub-signature-256".into(),
-            value: signature.as_str().into(),
-        }];
+        let headers = signature_header(&signature);
         let request = request(body, &headers);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(
@@ -101,69 +112,61 @@ fn verify_parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// Seconds `call` takes `iterations` times.
+fn time(iterations: u32, mut call: impl FnMut()) -> f64 {
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        call();
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// Criterion times the loaded and the linked code one after the other, seconds apart;
 /// on a shared machine its speed drifts by more than the 5 % looked for (the same
 /// binary measured 2.90 and 3.06 µs in two runs). This times them in alternating
 /// rounds, each round starting with the other side, and prints the median of the
 /// per-round ratios: drift slower than a round cancels out.
 fn interleaved(_: &mut Criterion) {
-    let library = load_plugin(&plugin()).expect("the plugin loads");
-    let loaded = Adapter::new(
-        library
-            .new_adapter(&settings("http://127.0.0.1:9"), noop_host())
-            .unwrap(),
-    );
-    let linked =
-        MessengerAdapter::from_json(&settings("http://127.0.0.1:9"), Log::default()).unwrap();
-    println!("verify+parse, loaded .so / linked statically, 41 alternating rounds:");
-    for (name, body, iterations) in [
-        ("1 event", webhook(1, 1, 0), 20_000),
-        ("10 events, 2 Pages", webhook(2, 10, 0), 2_500),
-        ("500 KB", webhook(3, 1, 500_000), 60),
-    ] {
+    const ROUNDS: usize = 41;
+    let (loaded, linked) = (loaded("http://127.0.0.1:9"), linked());
+    println!("verify+parse, loaded .so / linked statically, {ROUNDS} alternating rounds:");
+    for ((name, body), iterations) in bodies().into_iter().zip([20_000, 2_500, 60]) {
         let signature = sign(&body);
-        let headers = [Header {
-            name: "x-hub-signature-256".into(),
-            value: signature.as_str().into(),
-        }];
+        let headers = signature_header(&signature);
         let request = request(&body, &headers);
-        let time_loaded = || {
-            let started = std::time::Instant::now();
-            for _ in 0..iterations {
+        let through_so = || {
+            time(iterations, || {
                 assert_eq!(loaded.verify(&request), Verdict::Accept);
                 std::hint::black_box(loaded.parse(&request).unwrap());
-            }
-            started.elapsed().as_secs_f64()
+            })
         };
-        let time_linked = || {
-            let started = std::time::Instant::now();
-            for _ in 0..iterations {
+        let in_binary = || {
+            time(iterations, || {
                 assert_eq!(linked.verify_request(&request), Verdict::Accept);
                 std::hint::black_box(linked.parse_request(&request).unwrap());
-            }
-            started.elapsed().as_secs_f64()
+            })
         };
-        let (mut ratios, mut per_call) = (Vec::new(), Vec::new());
-        for round in 0..41 {
+        let (mut ratios, mut so_times) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
             let (so, st) = if round % 2 == 0 {
-                let so = time_loaded();
-                (so, time_linked())
+                let so = through_so();
+                (so, in_binary())
             } else {
-                let st = time_linked();
-                (time_loaded(), st)
+                let st = in_binary();
+                (through_so(), st)
             };
             ratios.push(so / st);
-            per_call.push((so, st));
+            so_times.push(so);
         }
         ratios.sort_by(f64::total_cmp);
-        per_call.sort_by(|a, b| a.0.total_cmp(&b.0));
+        so_times.sort_by(f64::total_cmp);
         let pct = |r: f64| (r - 1.0) * 100.0;
         println!(
             "  {name:<20} overhead median {:+.1} % (quartiles {:+.1} % .. {:+.1} %), median .so {:.2} µs/call",
-            pct(ratios[20]),
-            pct(ratios[10]),
-            pct(ratios[30]),
-            per_call[20].0 / f64::from(iterations) * 1e6,
+            pct(ratios[ROUNDS / 2]),
+            pct(ratios[ROUNDS / 4]),
+            pct(ratios[ROUNDS * 3 / 4]),
+            so_times[ROUNDS / 2] / f64::from(iterations) * 1e6,
         );
     }
 }
@@ -177,12 +180,7 @@ fn send(c: &mut Criterion) {
     let graph = runtime
         .block_on(CountingGraph::start(Duration::ZERO))
         .unwrap();
-    let library = load_plugin(&plugin()).unwrap();
-    let loaded = Adapter::new(
-        library
-            .new_adapter(&settings(&graph.url), noop_host())
-            .unwrap(),
-    );
+    let loaded = loaded(&graph.url);
     let mut group = c.benchmark_group("send");
     group.bench_function("text through the .so to a no-op server", |b| {
         b.iter(|| {
