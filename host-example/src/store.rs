@@ -85,7 +85,7 @@ struct Memory {
 /// acknowledgement's slowest moments.)
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS intake (
-    seq         INTEGER PRIMARY KEY,    -- arrival order
+    seq         INTEGER PRIMARY KEY,    -- arrival order: SQLite numbers new rows
     channel     TEXT NOT NULL,
     event_id    TEXT NOT NULL,
     state       INTEGER NOT NULL,       -- 0 pending, 1 done, 2 failed
@@ -245,11 +245,6 @@ fn checkpoint_loop(connection: Connection, stop: std::sync::mpsc::Receiver<()>) 
 const MAX_BATCH: usize = 1024;
 
 fn write_loop(mut connection: Connection, ops: std::sync::mpsc::Receiver<Op>) {
-    let mut seq: i64 = connection
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM intake", [], |row| {
-            row.get(0)
-        })
-        .unwrap_or(0);
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -262,7 +257,7 @@ fn write_loop(mut connection: Connection, ops: std::sync::mpsc::Receiver<Op>) {
         let committed = (|| -> Result<(), StoreError> {
             let tx = connection.transaction()?;
             for op in batch {
-                apply(&tx, op, &mut seq, &mut answers);
+                apply(&tx, op, &mut answers);
             }
             tx.commit()?;
             Ok(())
@@ -279,7 +274,6 @@ fn write_loop(mut connection: Connection, ops: std::sync::mpsc::Receiver<Op>) {
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     op: Op,
-    seq: &mut i64,
     answers: &mut Vec<Box<dyn FnOnce(Option<StoreError>)>>,
 ) {
     fn answer<T: Send + 'static>(
@@ -302,13 +296,12 @@ fn apply(
         } => {
             let result = (|| {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO intake (channel, event_id, seq, state, event)
-                     VALUES (?1, ?2, ?3, 0, ?4)",
+                    "INSERT OR IGNORE INTO intake (channel, event_id, state, event)
+                     VALUES (?1, ?2, 0, ?3)",
                 )?;
                 let mut fresh = Vec::with_capacity(rows.len());
                 for (event_id, json) in &rows {
-                    *seq += 1;
-                    fresh.push(insert.execute(params![channel, event_id, *seq, json])? == 1);
+                    fresh.push(insert.execute(params![channel, event_id, json])? == 1);
                 }
                 Ok(fresh)
             })();

@@ -227,7 +227,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     }
     if graph.count() != expected {
         println!(
-            "(!) {} webhooks accepted, {} replies received",
+            "(!) {} replies expected, {} received",
             expected,
             graph.count()
         );
