@@ -66,12 +66,38 @@ pub fn read_receipt(seq: u64) -> Vec<u8> {
 
 /// A fake Graph API that only counts Send API calls, answering after `latency`, and
 /// failing `fault_per_mille` of them: half with a transient 1200 (retried), half with a
-/// permanent 551.
+/// permanent 551. Batch requests (`POST /v25.0/` with a `batch` list) count and fail
+/// call by call, as the Graph API answers them.
 pub struct CountingGraph {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    count: Arc<AtomicU64>,
-    faults: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    calls: AtomicU64,
+    delivered: AtomicU64,
+    faults: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Counts {
+    /// The next call's answer: (HTTP status, body).
+    fn answer(&self, fault_per_mille: u64) -> (StatusCode, serde_json::Value) {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        if fault_per_mille > 0 && n % 1000 < fault_per_mille {
+            let code = if n % 2 == 0 { 1200 } else { 551 };
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            let error = serde_json::json!({ "error": { "code": code, "message": "injected", "fbtrace_id": "soak" } });
+            return (StatusCode::BAD_REQUEST, error);
+        }
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        (
+            StatusCode::OK,
+            serde_json::json!({ "recipient_id": "1", "message_id": "m" }),
+        )
+    }
 }
 
 impl CountingGraph {
@@ -82,44 +108,63 @@ impl CountingGraph {
 
     /// Starts with `fault_per_mille` failed answers.
     pub async fn with_faults(latency: Duration, fault_per_mille: u64) -> anyhow::Result<Self> {
-        let count = Arc::new(AtomicU64::new(0));
-        let faults = Arc::new(AtomicU64::new(0));
-        let (counter, failed) = (Arc::clone(&count), Arc::clone(&faults));
-        let calls = Arc::new(AtomicU64::new(0));
-        let app = Router::new().route(
-            "/{version}/me/messages",
-            post(move || {
-                let (counter, failed, calls) = (Arc::clone(&counter), Arc::clone(&failed), Arc::clone(&calls));
-                async move {
-                    if !latency.is_zero() {
-                        tokio::time::sleep(latency).await;
+        let counts = Arc::new(Counts::default());
+        let wait = move || async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+        };
+        let (single, batch) = (Arc::clone(&counts), Arc::clone(&counts));
+        let app = Router::new()
+            .route(
+                "/{version}/me/messages",
+                post(move || {
+                    let counts = Arc::clone(&single);
+                    async move {
+                        wait().await;
+                        counts.requests.fetch_add(1, Ordering::Relaxed);
+                        let (status, body) = counts.answer(fault_per_mille);
+                        (status, Json(body))
                     }
-                    let n = calls.fetch_add(1, Ordering::Relaxed);
-                    if fault_per_mille > 0 && n % 1000 < fault_per_mille {
-                        let code = if n % 2 == 0 { 1200 } else { 551 };
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        let error = serde_json::json!({ "error": { "code": code, "message": "injected", "fbtrace_id": "soak" } });
-                        return (StatusCode::BAD_REQUEST, Json(error));
+                }),
+            )
+            .route(
+                "/{version}/",
+                post(move |Json(request): Json<serde_json::Value>| {
+                    let counts = Arc::clone(&batch);
+                    async move {
+                        wait().await;
+                        counts.requests.fetch_add(1, Ordering::Relaxed);
+                        let items = request["batch"].as_array().map_or(0, Vec::len);
+                        let answers: Vec<_> = (0..items)
+                            .map(|_| {
+                                let (status, body) = counts.answer(fault_per_mille);
+                                serde_json::json!({ "code": status.as_u16(), "body": body.to_string() })
+                            })
+                            .collect();
+                        Json(answers)
                     }
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    (StatusCode::OK, Json(serde_json::json!({ "recipient_id": "1", "message_id": "m" })))
-                }
-            }),
-        );
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        Ok(Self { url, count, faults })
+        Ok(Self { url, counts })
     }
 
     /// Successful Send API calls so far.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.counts.delivered.load(Ordering::Relaxed)
     }
 
     /// Failed (injected) answers so far.
     pub fn faults(&self) -> u64 {
-        self.faults.load(Ordering::Relaxed)
+        self.counts.faults.load(Ordering::Relaxed)
+    }
+
+    /// HTTP requests so far (a batch request is one).
+    pub fn requests(&self) -> u64 {
+        self.counts.requests.load(Ordering::Relaxed)
     }
 }
 

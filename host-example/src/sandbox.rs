@@ -38,6 +38,9 @@ pub struct GraphCall {
     pub raw_body: String,
     /// Request headers, names lower-case.
     pub headers: HashMap<String, String>,
+    /// For a call that came as an item of a Graph batch request: how many calls that
+    /// request carried. `None` for a plain request.
+    pub batch: Option<usize>,
 }
 
 impl GraphCall {
@@ -79,6 +82,16 @@ impl Scripted {
         }
     }
 
+    /// No answer: as an item of a batch request, `null` (the Graph API's answer for a
+    /// call the batch did not finish); as a plain request, a 502 without a body.
+    pub fn no_answer() -> Self {
+        Self {
+            status: 0,
+            body: Value::Null,
+            headers: Vec::new(),
+        }
+    }
+
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -91,6 +104,7 @@ impl Scripted {
 struct Shared {
     calls: Mutex<Vec<GraphCall>>,
     script: Mutex<VecDeque<Scripted>>,
+    batch_script: Mutex<VecDeque<Scripted>>,
     delay_ms: AtomicU64,
     next_id: AtomicU64,
 }
@@ -134,6 +148,12 @@ impl SandboxGraph {
         self.shared.script.lock().unwrap().extend(answers);
     }
 
+    /// Queues answers for the next batch requests as a whole (their items are still
+    /// recorded as calls, but none gets an answer of its own).
+    pub fn script_batches(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.shared.batch_script.lock().unwrap().extend(answers);
+    }
+
     /// The calls so far.
     pub fn calls(&self) -> Vec<GraphCall> {
         self.shared.calls.lock().unwrap().clone()
@@ -164,7 +184,7 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query = uri
+    let query: HashMap<String, String> = uri
         .query()
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
@@ -172,6 +192,9 @@ async fn record(
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(batch) = batch_request(&method, &uri, &body) {
+        return answer_batch(&shared, &uri, &headers, batch).await;
+    }
     let call = GraphCall {
         method: method.to_string(),
         path: uri.path().to_owned(),
@@ -187,18 +210,37 @@ async fn record(
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect(),
+        batch: None,
     };
     let recipient = call.recipient().to_owned();
     shared.calls.lock().unwrap().push(call);
     let scripted = shared.script.lock().unwrap().pop_front();
-    let delay = shared.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    shared.wait().await;
+    match scripted {
+        Some(answer) if answer.status == 0 => StatusCode::BAD_GATEWAY.into_response(),
+        Some(answer) => answer.into_response(),
+        None => {
+            let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+            Json(default_answer(&method, uri.path(), &recipient, id)).into_response()
+        }
     }
-    if let Some(answer) = scripted {
-        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-        let mut response = (status, Json(answer.body)).into_response();
-        for (name, value) in answer.headers {
+}
+
+impl Shared {
+    /// The delay every answer waits, if one is set.
+    async fn wait(&self) {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+}
+
+impl IntoResponse for Scripted {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, Json(self.body)).into_response();
+        for (name, value) in self.headers {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(&value),
@@ -206,10 +248,94 @@ async fn record(
                 response.headers_mut().insert(name, value);
             }
         }
-        return response;
+        response
     }
-    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    Json(default_answer(&method, uri.path(), &recipient, id)).into_response()
+}
+
+/// A Graph batch request: a POST to the version's root (`/v25.0/`) whose JSON body
+/// holds `batch`, a list of `{method, relative_url, body}` calls, with the
+/// `access_token` and `appsecret_proof` they all use.
+fn batch_request(method: &Method, uri: &Uri, body: &[u8]) -> Option<Value> {
+    let root = uri.path().trim_matches('/');
+    if method != Method::POST || root.contains('/') {
+        return None;
+    }
+    let request: Value = serde_json::from_slice(body).ok()?;
+    request.get("batch")?.is_array().then_some(request)
+}
+
+/// Records every call of a batch request as a call of its own and answers the list
+/// of `{code, body}` the Graph API gives, with scripted answers taken one per call.
+async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: Value) -> Response {
+    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
+    let items = request["batch"].as_array().cloned().unwrap_or_default();
+    let root = uri.path().trim_end_matches('/');
+    let mut answers = Vec::with_capacity(items.len());
+    for item in &items {
+        let relative = text(item, "relative_url");
+        let (path, item_query) = relative.split_once('?').unwrap_or((&relative, ""));
+        let mut query: HashMap<String, String> = url::form_urlencoded::parse(item_query.as_bytes())
+            .into_owned()
+            .collect();
+        for key in ["access_token", "appsecret_proof"] {
+            query.insert(key.to_owned(), text(&request, key));
+        }
+        let form = text(item, "body");
+        // The Send API fields: objects travel as JSON text, the rest as they are.
+        let body: serde_json::Map<String, Value> = url::form_urlencoded::parse(form.as_bytes())
+            .map(|(key, value)| {
+                let parsed = value
+                    .starts_with(['{', '['])
+                    .then(|| serde_json::from_str(&value).ok())
+                    .flatten();
+                (
+                    key.into_owned(),
+                    parsed.unwrap_or(Value::String(value.into_owned())),
+                )
+            })
+            .collect();
+        let call = GraphCall {
+            method: text(item, "method"),
+            path: format!("{root}/{}", path.trim_start_matches('/')),
+            query,
+            body: Value::Object(body),
+            content_type: "application/x-www-form-urlencoded".to_owned(),
+            raw_body: form,
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            batch: Some(items.len()),
+        };
+        answers.push((
+            call.method.clone(),
+            call.path.clone(),
+            call.recipient().to_owned(),
+        ));
+        shared.calls.lock().unwrap().push(call);
+    }
+    let whole = shared.batch_script.lock().unwrap().pop_front();
+    shared.wait().await;
+    if let Some(answer) = whole {
+        return answer.into_response();
+    }
+    let answers: Vec<Value> = answers
+        .into_iter()
+        .map(|(method, path, recipient)| {
+            let scripted = shared.script.lock().unwrap().pop_front();
+            match scripted {
+                Some(answer) if answer.status == 0 => Value::Null,
+                Some(answer) => json!({ "code": answer.status, "body": answer.body.to_string() }),
+                None => {
+                    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+                    let method = method.parse().unwrap_or(Method::POST);
+                    let body = default_answer(&method, &path, &recipient, id);
+                    json!({ "code": 200, "body": body.to_string() })
+                }
+            }
+        })
+        .collect();
+    Json(Value::Array(answers)).into_response()
 }
 
 /// What the real Graph API answers on success, by endpoint.

@@ -3,7 +3,7 @@
 use adapter_api::{AdapterError, ErrorKind};
 
 /// Everything that can go wrong in the Messenger adapter. No variant carries a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The channel settings are unusable; the message names the key.
     #[error("invalid settings: {0}")]

@@ -60,6 +60,11 @@ pub struct Settings {
     /// Audio and video sends per second per Page (Meta's limit: 10). 0 disables.
     #[serde(default = "default_media_rate")]
     pub media_rate_per_second: u32,
+    /// Most Send API calls for one Page sent together as one Graph batch request,
+    /// when that many are ready at the same moment (nothing waits for a batch to
+    /// fill). 1 sends every call alone. Default and most: 50, Meta's limit.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
 }
 
 fn default_send_rate() -> u32 {
@@ -67,6 +72,9 @@ fn default_send_rate() -> u32 {
 }
 fn default_media_rate() -> u32 {
     10
+}
+fn default_batch_size() -> usize {
+    crate::send::batch::MAX_CALLS
 }
 
 fn default_graph_api_base() -> String {
@@ -160,6 +168,12 @@ impl Settings {
         if self.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1");
         }
+        if !(1..=crate::send::batch::MAX_CALLS).contains(&self.batch_size) {
+            return bad(
+                "batch_size",
+                "must be 1 to 50 (the Graph API takes at most 50 calls in one batch)",
+            );
+        }
         Ok(())
     }
 
@@ -190,6 +204,7 @@ mod tests {
         assert_eq!(s.graph_api_base, "https://graph.facebook.com");
         assert_eq!(s.graph_api_version, "v25.0");
         assert!(!s.allow_sha1_signature);
+        assert_eq!(s.batch_size, 50);
         assert_eq!(s.page("1").unwrap().access_token.expose(), "PAGE_TOKEN");
     }
 
@@ -210,6 +225,8 @@ mod tests {
             (json(r#","graph_api_base":"ftp://x""#), "graph_api_base"),
             (json(r#","graph_api_version":"25""#), "graph_api_version"),
             (json(r#","max_attempts":0"#), "max_attempts"),
+            (json(r#","batch_size":0"#), "batch_size"),
+            (json(r#","batch_size":51"#), "batch_size"),
             (
                 r#"{"app_secret":"","verify_token":"t","pages":[{"id":"1","access_token":"a"}]}"#
                     .to_owned(),

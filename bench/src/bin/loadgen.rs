@@ -214,7 +214,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         rss_peak as f64 / 1024.0,
     );
     if args.detail {
-        println!("|   | host wrote {:.1} KiB per webhook through write(), {:.1} KiB per webhook to storage |", wchar as f64 / 1024.0 / sent.max(1) as f64, written as f64 / 1024.0 / sent.max(1) as f64);
+        println!("|   | host wrote {:.1} KiB per webhook through write(), {:.1} KiB per webhook to storage; {} Graph requests for {} replies |", wchar as f64 / 1024.0 / sent.max(1) as f64, written as f64 / 1024.0 / sent.max(1) as f64, graph.requests(), graph.count());
         println!(
             "|   | ack p75 {:.2} · p90 {:.2} · p95 {:.2} · p98 {:.2} · p99.9 {:.2} · max {:.2} ms |",
             pct(0.75),

@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use adapter_kit::Log;
 
-use super::pace::Pacer;
+use super::{
+    batch::{self, Gatherer, ItemFailure, Waiting},
+    pace::Pacer,
+};
 use crate::{
     error::{Error, ErrorClass, GraphError, Result},
     settings::{PageSettings, Settings},
@@ -42,6 +45,8 @@ pub struct Upload {
 pub struct Graph {
     client: reqwest::Client,
     pacer: Pacer,
+    /// Send API calls waiting to go out together; `None` when `batch_size` is 1.
+    gatherer: Option<Gatherer>,
     /// `{graph_api_base}/{graph_api_version}`, without a trailing slash.
     base: String,
     settings: Settings,
@@ -71,9 +76,16 @@ impl Graph {
             settings.send_rate_per_second,
             settings.media_rate_per_second,
         );
+        let gatherer = (settings.batch_size > 1).then(|| {
+            Gatherer::new(
+                settings.pages.iter().map(|p| p.id.as_str()),
+                settings.batch_size,
+            )
+        });
         Ok(Self {
             client,
             pacer,
+            gatherer,
             base,
             settings,
             log,
@@ -81,15 +93,134 @@ impl Graph {
     }
 
     /// A Send API call, paced under the Page's limits (`media`: audio or video), with
-    /// the number of tries it took.
+    /// the number of tries it took. Its first try may share a batch request with the
+    /// Page's other calls ready at the same moment ([`batch`]); audio and video, paced
+    /// on their own, always go alone.
     pub async fn send(
         &self,
         page: &PageSettings,
         body: &Value,
         media: bool,
     ) -> (Result<Value>, u32) {
-        self.call_counted(page, Method::POST, "me/messages", Body::Json(body), media)
+        let gatherer = self.gatherer.as_ref().filter(|_| !media);
+        let Some(gatherer) = gatherer else {
+            return self
+                .call_counted(page, Method::POST, SEND_PATH, Body::Json(body), media)
+                .await;
+        };
+        self.pacer.ready(&page.id, false).await;
+        let Ok(joined) = gatherer.join(&page.id, body.clone()) else {
+            return self
+                .call_counted(page, Method::POST, SEND_PATH, Body::Json(body), media)
+                .await;
+        };
+        if joined.owner {
+            // Every task that is ready runs first: the calls the host handed over
+            // together join this batch.
+            tokio::task::yield_now().await;
+            self.send_together(page, gatherer.take(&page.id)).await;
+        }
+        let first = joined
+            .answer
             .await
+            .unwrap_or_else(|_| Err(batch::unanswered()));
+        match first {
+            Ok(answer) => (Ok(answer), 1),
+            Err(error) => {
+                self.retry(
+                    page,
+                    Method::POST,
+                    SEND_PATH,
+                    Body::Json(body),
+                    false,
+                    error,
+                    1,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Sends `calls` (one try each) and answers each of them: alone as a plain call,
+    /// or as one batch request.
+    async fn send_together(&self, page: &PageSettings, mut calls: Vec<Waiting>) {
+        if calls.len() <= 1 {
+            if let Some(call) = calls.pop() {
+                let result = self
+                    .try_once(page, Method::POST, SEND_PATH, Body::Json(&call.body))
+                    .await;
+                call.answer(result);
+            }
+            return;
+        }
+        let items: Vec<Value> = calls
+            .iter()
+            .map(|call| {
+                serde_json::json!({
+                    "method": "POST",
+                    "relative_url": SEND_PATH,
+                    "body": batch::form_body(&call.body),
+                })
+            })
+            .collect();
+        let token = page.access_token.expose();
+        let proof = appsecret_proof(self.settings.app_secret.expose(), token);
+        let request = self
+            .client
+            .post(format!("{}/", self.base))
+            .query(&[("include_headers", "false")])
+            .json(&serde_json::json!({
+                "access_token": token,
+                "appsecret_proof": proof,
+                "batch": items,
+            }));
+        let answered = async {
+            let response = request.send().await.map_err(Error::transport)?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.map_err(Error::transport)?;
+            Ok::<_, Error>((
+                status,
+                headers,
+                serde_json::from_slice::<Value>(&bytes).ok(),
+            ))
+        }
+        .await;
+        let (headers, answers) = match answered {
+            Ok((status, headers, Some(Value::Array(answers)))) if status.is_success() => {
+                (headers, answers)
+            }
+            // The whole request failed: every call shares its error.
+            Ok((status, headers, value)) => {
+                let error = if status.is_success() {
+                    // A success that is not a list of answers: what was done is unknown.
+                    batch::unanswered()
+                } else {
+                    Error::Graph(Box::new(graph_error(status, &headers, value.as_ref())))
+                };
+                calls.into_iter().for_each(|c| c.answer(Err(error.clone())));
+                return;
+            }
+            Err(error) => {
+                calls.into_iter().for_each(|c| c.answer(Err(error.clone())));
+                return;
+            }
+        };
+        for (i, call) in calls.into_iter().enumerate() {
+            let result = match batch::item_result(answers.get(i)) {
+                Ok(answer) => Ok(answer),
+                Err(ItemFailure::Unanswered) => Err(batch::unanswered()),
+                Err(ItemFailure::Answered { code, body }) => {
+                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+                    Err(Error::Graph(Box::new(graph_error(
+                        status,
+                        &headers,
+                        body.as_ref(),
+                    ))))
+                }
+            };
+            call.answer(result);
+        }
     }
 
     /// `method path` as `page`, paced and retried as its errors allow.
@@ -112,14 +243,28 @@ impl Graph {
         body: Body<'_>,
         media: bool,
     ) -> (Result<Value>, u32) {
+        self.pacer.ready(&page.id, media).await;
+        match self.try_once(page, method.clone(), path, body).await {
+            Ok(value) => (Ok(value), 1),
+            Err(error) => self.retry(page, method, path, body, media, error, 1).await,
+        }
+    }
+
+    /// Tries a call again after its try `attempt` failed with `error`, as long as
+    /// the errors allow; the result and the number of tries in all.
+    #[allow(clippy::too_many_arguments)]
+    async fn retry(
+        &self,
+        page: &PageSettings,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+        media: bool,
+        mut error: Error,
+        mut attempt: u32,
+    ) -> (Result<Value>, u32) {
         let max = self.settings.max_attempts;
-        let mut attempt = 1;
         loop {
-            self.pacer.ready(&page.id, media).await;
-            let error = match self.try_once(page, method.clone(), path, body).await {
-                Ok(value) => return (Ok(value), attempt),
-                Err(error) => error,
-            };
             let Some(delay) = self.retry_delay(&error, attempt) else {
                 return (Err(error), attempt);
             };
@@ -134,6 +279,11 @@ impl Graph {
             });
             tokio::time::sleep(delay).await;
             attempt += 1;
+            self.pacer.ready(&page.id, media).await;
+            error = match self.try_once(page, method.clone(), path, body).await {
+                Ok(value) => return (Ok(value), attempt),
+                Err(error) => error,
+            };
         }
     }
 
@@ -209,6 +359,9 @@ impl Graph {
         }
     }
 }
+
+/// The Send API's path.
+const SEND_PATH: &str = "me/messages";
 
 /// Exponential backoff with full jitter in the upper half: base·2^(n-1), capped.
 fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {

@@ -1,0 +1,259 @@
+//! Send API calls that are ready at the same moment, for the same Page, go out as one
+//! Graph batch request (at most 50 calls each, REFERENCE §e) instead of one HTTP
+//! request each.
+//!
+//! Nothing waits for a batch to fill: the first call to arrive for a Page *owns* the
+//! next batch, lets the runtime run every other task that is ready (one
+//! `yield_now`), then sends whatever joined meanwhile. A lone call is sent as a
+//! plain Send API call; under load, the calls the host hands over in one burst share
+//! a few requests. Each call keeps its own result: the owner answers every member
+//! through a oneshot, and a member retries its own call when its answer allows.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+/// The most calls the Graph API takes in one batch request.
+pub const MAX_CALLS: usize = 50;
+
+/// One Send API call waiting for its batch.
+pub struct Waiting {
+    /// The Send API body.
+    pub body: Value,
+    answer: oneshot::Sender<Result<Value>>,
+}
+
+impl Waiting {
+    /// Gives the call its result.
+    pub fn answer(self, result: Result<Value>) {
+        // The caller may be gone (its runtime shutting down): nobody left to tell.
+        let _ = self.answer.send(result);
+    }
+}
+
+/// What joining gave a call.
+pub struct Joined {
+    /// Its result, once the batch holding it is answered.
+    pub answer: oneshot::Receiver<Result<Value>>,
+    /// Whether this call must send a batch (see [`Gatherer::take`]).
+    pub owner: bool,
+}
+
+#[derive(Default)]
+struct Page {
+    waiting: VecDeque<Waiting>,
+    /// Owners that have not taken their batch yet; `owners × limit ≥ waiting` always,
+    /// so every waiting call is sent by someone.
+    owners: usize,
+}
+
+/// The calls waiting to be sent, per Page.
+pub struct Gatherer {
+    pages: HashMap<String, Mutex<Page>>,
+    limit: usize,
+}
+
+impl Gatherer {
+    /// Batches of at most `limit` calls (2 to [`MAX_CALLS`]) for `pages`.
+    pub fn new<'a>(pages: impl IntoIterator<Item = &'a str>, limit: usize) -> Self {
+        Self {
+            pages: pages
+                .into_iter()
+                .map(|id| (id.to_owned(), Mutex::default()))
+                .collect(),
+            limit: limit.clamp(2, MAX_CALLS),
+        }
+    }
+
+    /// Queues a call for `page`, or gives it back when the Page is not configured.
+    pub fn join(&self, page: &str, body: Value) -> std::result::Result<Joined, Value> {
+        let Some(slot) = self.pages.get(page) else {
+            return Err(body);
+        };
+        let (answer, receiver) = oneshot::channel();
+        let mut page = lock(slot);
+        page.waiting.push_back(Waiting { body, answer });
+        let owner = page.owners * self.limit < page.waiting.len();
+        if owner {
+            page.owners += 1;
+        }
+        Ok(Joined {
+            answer: receiver,
+            owner,
+        })
+    }
+
+    /// An owner's batch: up to `limit` of the oldest waiting calls of `page`.
+    pub fn take(&self, page: &str) -> Vec<Waiting> {
+        let Some(slot) = self.pages.get(page) else {
+            return Vec::new();
+        };
+        let mut page = lock(slot);
+        page.owners = page.owners.saturating_sub(1);
+        let n = page.waiting.len().min(self.limit);
+        page.waiting.drain(..n).collect()
+    }
+}
+
+/// A poisoned lock only means another call panicked while queueing: the queue itself
+/// is still whole.
+fn lock(slot: &Mutex<Page>) -> std::sync::MutexGuard<'_, Page> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The `body` of a batch item: the Send API fields as a form, objects as JSON text.
+pub fn form_body(body: &Value) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    if let Value::Object(fields) = body {
+        for (key, value) in fields {
+            match value {
+                Value::String(text) => form.append_pair(key, text),
+                other => form.append_pair(key, &other.to_string()),
+            };
+        }
+    }
+    form.finish()
+}
+
+/// The result of one call from its item of a batch answer (`{code, body}`, or `null`
+/// when the batch ended before it was answered).
+pub fn item_result(item: Option<&Value>) -> std::result::Result<Value, ItemFailure> {
+    let Some(item) = item.filter(|i| !i.is_null()) else {
+        return Err(ItemFailure::Unanswered);
+    };
+    let code = item
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .unwrap_or(0);
+    let body: Option<Value> = item
+        .get("body")
+        .and_then(Value::as_str)
+        .and_then(|b| serde_json::from_str(b).ok());
+    match body {
+        Some(body) if (200..300).contains(&code) && body.get("error").is_none() => Ok(body),
+        None if (200..300).contains(&code) => Ok(Value::Null),
+        body => Err(ItemFailure::Answered { code, body }),
+    }
+}
+
+/// Why a batch item did not succeed.
+#[derive(Debug, PartialEq)]
+pub enum ItemFailure {
+    /// No answer: the Graph API may or may not have delivered it.
+    Unanswered,
+    /// An error answer, with its HTTP status and body.
+    Answered {
+        /// HTTP status of the item.
+        code: u16,
+        /// Its body, when it was JSON.
+        body: Option<Value>,
+    },
+}
+
+/// The error of a call the batch left unanswered.
+pub fn unanswered() -> Error {
+    Error::Transport {
+        message: "the batch request ended before this call was answered; it may have \
+                  been delivered"
+            .to_owned(),
+        not_sent: false,
+        timed_out: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_call_has_an_owner_and_batches_keep_the_limit() {
+        let gatherer = Gatherer::new(["1"], 3);
+        let joined: Vec<_> = (0..7)
+            .map(|i| gatherer.join("1", json!(i)).ok().unwrap())
+            .collect();
+        let owners = joined.iter().filter(|j| j.owner).count();
+        assert_eq!(owners, 3, "7 calls in batches of 3 need 3 senders");
+        let sizes: Vec<_> = (0..owners).map(|_| gatherer.take("1").len()).collect();
+        assert_eq!(sizes, [3, 3, 1]);
+        assert!(gatherer.take("1").is_empty());
+        assert!(gatherer.join("1", json!(8)).ok().unwrap().owner);
+    }
+
+    #[test]
+    fn calls_are_taken_in_arrival_order_and_answered() {
+        let gatherer = Gatherer::new(["1"], 50);
+        let mut first = gatherer.join("1", json!("a")).ok().unwrap();
+        let mut second = gatherer.join("1", json!("b")).ok().unwrap();
+        assert!(first.owner && !second.owner);
+        let batch = gatherer.take("1");
+        let bodies: Vec<_> = batch.iter().map(|w| w.body.clone()).collect();
+        assert_eq!(bodies, [json!("a"), json!("b")]);
+        for (i, waiting) in batch.into_iter().enumerate() {
+            waiting.answer(Ok(json!(i)));
+        }
+        assert_eq!(first.answer.try_recv().unwrap().unwrap(), json!(0));
+        assert_eq!(second.answer.try_recv().unwrap().unwrap(), json!(1));
+    }
+
+    #[test]
+    fn an_unknown_page_is_refused() {
+        let gatherer = Gatherer::new(["1"], 50);
+        assert_eq!(gatherer.join("2", json!(1)).err(), Some(json!(1)));
+    }
+
+    #[test]
+    fn form_bodies_carry_objects_as_json_and_strings_as_they_are() {
+        let body = json!({
+            "recipient": { "id": "7" },
+            "messaging_type": "RESPONSE",
+            "message": { "text": "a&b=c é" }
+        });
+        let form = form_body(&body);
+        let fields: HashMap<String, String> = url::form_urlencoded::parse(form.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(fields["messaging_type"], "RESPONSE");
+        assert_eq!(
+            serde_json::from_str::<Value>(&fields["recipient"]).unwrap(),
+            json!({ "id": "7" })
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&fields["message"]).unwrap(),
+            json!({ "text": "a&b=c é" })
+        );
+    }
+
+    #[test]
+    fn items_are_read_by_code_and_body() {
+        let ok = json!({ "code": 200, "body": "{\"recipient_id\":\"7\",\"message_id\":\"m\"}" });
+        assert_eq!(item_result(Some(&ok)).unwrap()["message_id"], "m");
+        let failed = json!({ "code": 400, "body": "{\"error\":{\"code\":551}}" });
+        let Err(ItemFailure::Answered { code, body }) = item_result(Some(&failed)) else {
+            panic!("an error item is a failure");
+        };
+        assert_eq!(
+            (code, body.unwrap()["error"]["code"].as_i64()),
+            (400, Some(551))
+        );
+        assert_eq!(
+            item_result(Some(&Value::Null)),
+            Err(ItemFailure::Unanswered)
+        );
+        assert_eq!(item_result(None), Err(ItemFailure::Unanswered));
+        let hidden = json!({ "code": 200, "body": "{\"error\":{\"code\":2}}" });
+        assert!(matches!(
+            item_result(Some(&hidden)),
+            Err(ItemFailure::Answered { code: 200, .. })
+        ));
+    }
+}
