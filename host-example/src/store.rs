@@ -219,8 +219,14 @@ const MAX_WAL_FRAMES: i64 = 16_384;
 /// has caught up: the writer waits while they are copied and the database synced.
 const RESTART_LEFTOVER: i64 = 512;
 
-/// How often the checkpointer copies the WAL back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How often the checkpointer copies the WAL back into the database while the WAL
+/// grows. Each copy takes the one core for as long as it runs: every 20 ms rather
+/// than every 100 ms, the copies are shorter and the acknowledgements waiting behind
+/// them wait less (c=64 with replies: p99 7.5-8.0 -> 6.9-7.0 ms, p99.9 12-13 -> 9-10 ms).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
+/// How often it looks while nothing is written.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 
 /// Checkpoints the WAL from a connection of its own. SQLite would otherwise run them
 /// inside the writer's commits, and with `synchronous = NORMAL` a checkpoint waits for
@@ -246,11 +252,20 @@ fn checkpoint_loop(
             row.get::<_, i64>(1)
         })
     };
+    let (mut every, mut last) = (CHECKPOINT_IDLE, 0);
     loop {
-        match stop.recv_timeout(CHECKPOINT_EVERY) {
+        match stop.recv_timeout(every) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let result = (|| -> Result<(), StoreError> {
                     let mut frames = passive()?;
+                    // Any change in the count (a restarted WAL counts from 0) means
+                    // the writer wrote.
+                    every = if frames == last {
+                        CHECKPOINT_IDLE
+                    } else {
+                        CHECKPOINT_EVERY
+                    };
+                    last = frames;
                     if frames <= max_wal_frames {
                         return Ok(());
                     }
