@@ -83,7 +83,8 @@ impl Scripted {
     }
 
     /// No answer: as an item of a batch request, `null` (the Graph API's answer for a
-    /// call the batch did not finish); as a plain request, a 502 without a body.
+    /// call the batch did not finish); as a plain request or a whole batch request,
+    /// a 502 without a body.
     pub fn no_answer() -> Self {
         Self {
             status: 0,
@@ -314,24 +315,38 @@ async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: 
         ));
         shared.calls.lock().unwrap().push(call);
     }
+    // Scripted answers are taken on arrival, as for plain calls, before any delay.
     let whole = shared.batch_script.lock().unwrap().pop_front();
+    let answers: Vec<_> = match whole {
+        Some(_) => Vec::new(),
+        None => answers
+            .into_iter()
+            .map(|call| (call, shared.script.lock().unwrap().pop_front()))
+            .collect(),
+    };
     shared.wait().await;
-    if let Some(answer) = whole {
-        return answer.into_response();
+    match whole {
+        Some(answer) if answer.status == 0 => return StatusCode::BAD_GATEWAY.into_response(),
+        Some(answer) => return answer.into_response(),
+        None => {}
     }
     let answers: Vec<Value> = answers
         .into_iter()
-        .map(|(method, path, recipient)| {
-            let scripted = shared.script.lock().unwrap().pop_front();
-            match scripted {
-                Some(answer) if answer.status == 0 => Value::Null,
-                Some(answer) => json!({ "code": answer.status, "body": answer.body.to_string() }),
-                None => {
-                    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-                    let method = method.parse().unwrap_or(Method::POST);
-                    let body = default_answer(&method, &path, &recipient, id);
-                    json!({ "code": 200, "body": body.to_string() })
-                }
+        .map(|((method, path, recipient), scripted)| match scripted {
+            Some(answer) if answer.status == 0 => Value::Null,
+            Some(answer) => {
+                let headers: Vec<Value> = answer
+                    .headers
+                    .iter()
+                    .map(|(name, value)| json!({ "name": name, "value": value }))
+                    .collect();
+                json!({ "code": answer.status, "headers": headers, "body": answer.body.to_string() })
+            }
+            None => {
+                let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+                let method = method.parse().unwrap_or(Method::POST);
+                let body = default_answer(&method, &path, &recipient, id);
+                json!({ "code": 200, "body": body.to_string() })
             }
         })
         .collect();

@@ -133,7 +133,8 @@ async fn a_lone_call_is_a_plain_send_api_call() {
 #[tokio::test]
 async fn each_call_of_a_batch_keeps_its_own_outcome() {
     let graph = SandboxGraph::start().await.unwrap();
-    // Items 0 to 2 of the batch: a permanent error, a transient one, no answer.
+    // Items 0 to 3 of the batch: a permanent error, a transient one, no answer, and a
+    // rate limit whose wait comes in the item's own usage header.
     graph.script([
         Scripted::graph_error(
             400,
@@ -143,6 +144,11 @@ async fn each_call_of_a_batch_keeps_its_own_outcome() {
         ),
         Scripted::graph_error(500, 1200, 0, "Temporary send message failure"),
         Scripted::no_answer(),
+        Scripted::graph_error(400, 613, 0, "Calls to this api have exceeded the rate limit.")
+            .header(
+                "x-business-use-case-usage",
+                r#"{"111":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":5}]}"#,
+            ),
     ]);
     let results = send_together(&graph, "", 6).await;
 
@@ -168,7 +174,17 @@ async fn each_call_of_a_batch_keeps_its_own_outcome() {
         "it may have been delivered: not resent"
     );
 
-    assert!(results[3..].iter().all(|(r, t)| r.is_ok() && *t == 1));
+    let (limited, tries) = &results[3];
+    let Err(Error::Graph(error)) = limited else {
+        panic!("613 is an error: {limited:?}");
+    };
+    assert_eq!(
+        (error.class, error.retry_after_ms, *tries),
+        (ErrorClass::RateLimited, 300_000, 1),
+        "a wait of minutes is reported, not waited out"
+    );
+
+    assert!(results[4..].iter().all(|(r, t)| r.is_ok() && *t == 1));
     let calls = graph.calls();
     assert_eq!(calls.len(), 7, "six in the batch, one retry");
     let retry = &calls[6];

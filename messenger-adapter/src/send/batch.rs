@@ -14,6 +14,7 @@ use std::{
     sync::Mutex,
 };
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -38,11 +39,44 @@ impl Waiting {
 }
 
 /// What joining gave a call.
-pub struct Joined {
+pub struct Joined<'a> {
     /// Its result, once the batch holding it is answered.
     pub answer: oneshot::Receiver<Result<Value>>,
-    /// Whether this call must send a batch (see [`Gatherer::take`]).
-    pub owner: bool,
+    /// Set when this call must send a batch: take it with [`Owner::take`].
+    pub owner: Option<Owner<'a>>,
+}
+
+/// The duty to send one batch. Dropped without [`Owner::take`] (its call was
+/// cancelled), it takes the batch anyway and answers every call in it that nothing
+/// was sent, so none waits forever.
+pub struct Owner<'a> {
+    gatherer: &'a Gatherer,
+    page: &'a str,
+    taken: bool,
+}
+
+impl Owner<'_> {
+    /// The batch to send: up to `limit` of the oldest waiting calls of the Page.
+    pub fn take(mut self) -> Vec<Waiting> {
+        self.taken = true;
+        self.gatherer.take(self.page)
+    }
+}
+
+impl Drop for Owner<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            for call in self.gatherer.take(self.page) {
+                call.answer(Err(Error::Transport {
+                    message: "the call that was to send this batch was cancelled; nothing \
+                              was sent"
+                        .to_owned(),
+                    not_sent: true,
+                    timed_out: false,
+                }));
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,25 +106,35 @@ impl Gatherer {
     }
 
     /// Queues a call for `page`, or gives it back when the Page is not configured.
-    pub fn join(&self, page: &str, body: Value) -> std::result::Result<Joined, Value> {
+    pub fn join<'a>(
+        &'a self,
+        page: &'a str,
+        body: Value,
+    ) -> std::result::Result<Joined<'a>, Value> {
         let Some(slot) = self.pages.get(page) else {
             return Err(body);
         };
         let (answer, receiver) = oneshot::channel();
-        let mut page = lock(slot);
-        page.waiting.push_back(Waiting { body, answer });
-        let owner = page.owners * self.limit < page.waiting.len();
+        let mut waiting = lock(slot);
+        waiting.waiting.push_back(Waiting { body, answer });
+        let owner = waiting.owners * self.limit < waiting.waiting.len();
         if owner {
-            page.owners += 1;
+            waiting.owners += 1;
         }
+        drop(waiting);
         Ok(Joined {
             answer: receiver,
-            owner,
+            // Built only for an owner: a dropped `Owner` takes a batch.
+            owner: owner.then(|| Owner {
+                gatherer: self,
+                page,
+                taken: false,
+            }),
         })
     }
 
     /// An owner's batch: up to `limit` of the oldest waiting calls of `page`.
-    pub fn take(&self, page: &str) -> Vec<Waiting> {
+    fn take(&self, page: &str) -> Vec<Waiting> {
         let Some(slot) = self.pages.get(page) else {
             return Vec::new();
         };
@@ -122,17 +166,20 @@ pub fn form_body(body: &Value) -> String {
     form.finish()
 }
 
-/// The result of one call from its item of a batch answer (`{code, body}`, or `null`
-/// when the batch ended before it was answered).
+/// The result of one call from its item of a batch answer (`{code, headers, body}`,
+/// or `null` when the batch ended before it was answered).
 pub fn item_result(item: Option<&Value>) -> std::result::Result<Value, ItemFailure> {
     let Some(item) = item.filter(|i| !i.is_null()) else {
         return Err(ItemFailure::Unanswered);
     };
-    let code = item
+    // Without a status nothing says what happened to the call.
+    let Some(code) = item
         .get("code")
         .and_then(Value::as_u64)
         .and_then(|c| u16::try_from(c).ok())
-        .unwrap_or(0);
+    else {
+        return Err(ItemFailure::Unanswered);
+    };
     let body: Option<Value> = item
         .get("body")
         .and_then(Value::as_str)
@@ -140,8 +187,34 @@ pub fn item_result(item: Option<&Value>) -> std::result::Result<Value, ItemFailu
     match body {
         Some(body) if (200..300).contains(&code) && body.get("error").is_none() => Ok(body),
         None if (200..300).contains(&code) => Ok(Value::Null),
-        body => Err(ItemFailure::Answered { code, body }),
+        body => Err(ItemFailure::Answered {
+            code,
+            headers: Box::new(item_headers(item)),
+            body,
+        }),
     }
+}
+
+/// An item's `headers`, a list of `{name, value}`: the usage headers that say how
+/// long a rate-limited call must wait come back there.
+fn item_headers(item: &Value) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for header in item
+        .get("headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = header.get("name").and_then(Value::as_str).unwrap_or("");
+        let value = header.get("value").and_then(Value::as_str).unwrap_or("");
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
 }
 
 /// Why a batch item did not succeed.
@@ -149,10 +222,12 @@ pub fn item_result(item: Option<&Value>) -> std::result::Result<Value, ItemFailu
 pub enum ItemFailure {
     /// No answer: the Graph API may or may not have delivered it.
     Unanswered,
-    /// An error answer, with its HTTP status and body.
+    /// An error answer, with its HTTP status, headers and body.
     Answered {
         /// HTTP status of the item.
         code: u16,
+        /// Its headers.
+        headers: Box<HeaderMap>,
         /// Its body, when it was JSON.
         body: Option<Value>,
     },
@@ -181,12 +256,15 @@ mod tests {
         let joined: Vec<_> = (0..7)
             .map(|i| gatherer.join("1", json!(i)).ok().unwrap())
             .collect();
-        let owners = joined.iter().filter(|j| j.owner).count();
-        assert_eq!(owners, 3, "7 calls in batches of 3 need 3 senders");
-        let sizes: Vec<_> = (0..owners).map(|_| gatherer.take("1").len()).collect();
+        let (owners, _members): (Vec<_>, Vec<_>) =
+            joined.into_iter().partition(|j| j.owner.is_some());
+        assert_eq!(owners.len(), 3, "7 calls in batches of 3 need 3 senders");
+        let sizes: Vec<_> = owners
+            .into_iter()
+            .map(|j| j.owner.unwrap().take().len())
+            .collect();
         assert_eq!(sizes, [3, 3, 1]);
-        assert!(gatherer.take("1").is_empty());
-        assert!(gatherer.join("1", json!(8)).ok().unwrap().owner);
+        assert!(gatherer.join("1", json!(8)).ok().unwrap().owner.is_some());
     }
 
     #[test]
@@ -194,8 +272,8 @@ mod tests {
         let gatherer = Gatherer::new(["1"], 50);
         let mut first = gatherer.join("1", json!("a")).ok().unwrap();
         let mut second = gatherer.join("1", json!("b")).ok().unwrap();
-        assert!(first.owner && !second.owner);
-        let batch = gatherer.take("1");
+        assert!(second.owner.is_none());
+        let batch = first.owner.take().unwrap().take();
         let bodies: Vec<_> = batch.iter().map(|w| w.body.clone()).collect();
         assert_eq!(bodies, [json!("a"), json!("b")]);
         for (i, waiting) in batch.into_iter().enumerate() {
@@ -203,6 +281,22 @@ mod tests {
         }
         assert_eq!(first.answer.try_recv().unwrap().unwrap(), json!(0));
         assert_eq!(second.answer.try_recv().unwrap().unwrap(), json!(1));
+    }
+
+    #[test]
+    fn a_cancelled_owner_tells_its_batch_that_nothing_was_sent() {
+        let gatherer = Gatherer::new(["1"], 50);
+        let owner = gatherer.join("1", json!("a")).ok().unwrap();
+        let mut member = gatherer.join("1", json!("b")).ok().unwrap();
+        drop(owner); // cancelled before it took the batch
+        let Err(Error::Transport { not_sent, .. }) = member.answer.try_recv().unwrap() else {
+            panic!("the member must be answered");
+        };
+        assert!(not_sent, "it may be sent again");
+        assert!(
+            gatherer.join("1", json!("c")).ok().unwrap().owner.is_some(),
+            "the next call owns a new batch"
+        );
     }
 
     #[test]
@@ -237,14 +331,26 @@ mod tests {
     fn items_are_read_by_code_and_body() {
         let ok = json!({ "code": 200, "body": "{\"recipient_id\":\"7\",\"message_id\":\"m\"}" });
         assert_eq!(item_result(Some(&ok)).unwrap()["message_id"], "m");
-        let failed = json!({ "code": 400, "body": "{\"error\":{\"code\":551}}" });
-        let Err(ItemFailure::Answered { code, body }) = item_result(Some(&failed)) else {
+        let failed = json!({
+            "code": 400,
+            "headers": [{ "name": "X-Page-Usage", "value": "{\"call_count\":100}" }],
+            "body": "{\"error\":{\"code\":551}}"
+        });
+        let Err(ItemFailure::Answered {
+            code,
+            headers,
+            body,
+        }) = item_result(Some(&failed))
+        else {
             panic!("an error item is a failure");
         };
         assert_eq!(
             (code, body.unwrap()["error"]["code"].as_i64()),
             (400, Some(551))
         );
+        assert_eq!(headers["x-page-usage"], "{\"call_count\":100}");
+        let no_code = json!({ "body": "{}" });
+        assert_eq!(item_result(Some(&no_code)), Err(ItemFailure::Unanswered));
         assert_eq!(
             item_result(Some(&Value::Null)),
             Err(ItemFailure::Unanswered)

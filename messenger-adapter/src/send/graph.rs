@@ -114,11 +114,11 @@ impl Graph {
                 .call_counted(page, Method::POST, SEND_PATH, Body::Json(body), media)
                 .await;
         };
-        if joined.owner {
+        if let Some(owner) = joined.owner {
             // Every task that is ready runs first: the calls the host handed over
             // together join this batch.
             tokio::task::yield_now().await;
-            self.send_together(page, gatherer.take(&page.id)).await;
+            self.send_together(page, owner.take()).await;
         }
         let first = joined
             .answer
@@ -168,7 +168,6 @@ impl Graph {
         let request = self
             .client
             .post(format!("{}/", self.base))
-            .query(&[("include_headers", "false")])
             .json(&serde_json::json!({
                 "access_token": token,
                 "appsecret_proof": proof,
@@ -210,11 +209,17 @@ impl Graph {
             let result = match batch::item_result(answers.get(i)) {
                 Ok(answer) => Ok(answer),
                 Err(ItemFailure::Unanswered) => Err(batch::unanswered()),
-                Err(ItemFailure::Answered { code, body }) => {
+                Err(ItemFailure::Answered {
+                    code,
+                    headers: own,
+                    body,
+                }) => {
                     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+                    // The usage headers come with each call's answer.
+                    let headers = if own.is_empty() { &headers } else { &own };
                     Err(Error::Graph(Box::new(graph_error(
                         status,
-                        &headers,
+                        headers,
                         body.as_ref(),
                     ))))
                 }
