@@ -29,6 +29,10 @@ impl Executor {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name(name)
+            .on_thread_start(|| {
+                // Best effort: a thread that stays a normal one still works.
+                let _ = crate::background::run_as_background_thread();
+            })
             .enable_all()
             .build()
             .map_err(|e| {

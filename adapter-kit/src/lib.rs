@@ -12,10 +12,13 @@
 //! - `shutdown` stops new work, waits for in-flight work up to the deadline, then
 //!   stops the runtime; dropping the adapter never blocks or panics;
 //! - [`Log`] sends records to the host's log; [`Secret`] keeps tokens out of `Debug`;
-//! - [`export_plugin!`] declares the root module.
+//! - [`export_plugin!`] declares the root module;
+//! - the runtime's threads are [`background`] threads: their wake-ups do not preempt
+//!   the host's threads.
 
 #![warn(missing_docs)]
 
+pub mod background;
 mod completion;
 mod executor;
 mod export;

@@ -527,10 +527,17 @@ impl Store {
         migrate(&mut connection)?;
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(Duration::from_secs(5))?;
+        // Both threads are background work: they write and copy while the runtime
+        // thread answers requests, without preempting it at every wake-up.
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_owned())
-                .spawn(work)
+                .spawn(move || {
+                    if let Err(err) = adapter_kit::background::run_as_background_thread() {
+                        tracing::debug!("event store thread stays a normal one: {err}");
+                    }
+                    work();
+                })
                 .map_err(|e| StoreError(format!("cannot start the {name} thread: {e}")))
         };
         let (ops, receiver) = std::sync::mpsc::channel();
