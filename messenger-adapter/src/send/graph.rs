@@ -41,6 +41,30 @@ pub struct Upload {
     pub bytes: Vec<u8>,
 }
 
+/// One Graph API call: as which Page, what, and under which pacing.
+#[derive(Clone)]
+struct Call<'a> {
+    page: &'a PageSettings,
+    method: Method,
+    path: &'a str,
+    body: Body<'a>,
+    /// Audio or video: paced under the media limit too.
+    media: bool,
+}
+
+impl<'a> Call<'a> {
+    /// A Send API call.
+    fn send(page: &'a PageSettings, body: &'a Value, media: bool) -> Self {
+        Self {
+            page,
+            method: Method::POST,
+            path: SEND_PATH,
+            body: Body::Json(body),
+            media,
+        }
+    }
+}
+
 /// Calls the Graph API as one of the configured Pages.
 pub struct Graph {
     client: reqwest::Client,
@@ -102,17 +126,14 @@ impl Graph {
         body: &Value,
         media: bool,
     ) -> (Result<Value>, u32) {
+        let call = Call::send(page, body, media);
         let gatherer = self.gatherer.as_ref().filter(|_| !media);
         let Some(gatherer) = gatherer else {
-            return self
-                .call_counted(page, Method::POST, SEND_PATH, Body::Json(body), media)
-                .await;
+            return self.call_counted(call).await;
         };
         self.pacer.ready(&page.id, false).await;
         let Ok(joined) = gatherer.join(&page.id, body.clone()) else {
-            return self
-                .call_counted(page, Method::POST, SEND_PATH, Body::Json(body), media)
-                .await;
+            return self.call_counted(call).await;
         };
         if let Some(owner) = joined.owner {
             // Every task that is ready runs first: the calls the host handed over
@@ -126,18 +147,7 @@ impl Graph {
             .unwrap_or_else(|_| Err(batch::unanswered()));
         match first {
             Ok(answer) => (Ok(answer), 1),
-            Err(error) => {
-                self.retry(
-                    page,
-                    Method::POST,
-                    SEND_PATH,
-                    Body::Json(body),
-                    false,
-                    error,
-                    1,
-                )
-                .await
-            }
+            Err(error) => self.retry(&call, error, 1).await,
         }
     }
 
@@ -146,9 +156,7 @@ impl Graph {
     async fn send_together(&self, page: &PageSettings, mut calls: Vec<Waiting>) {
         if calls.len() <= 1 {
             if let Some(call) = calls.pop() {
-                let result = self
-                    .try_once(page, Method::POST, SEND_PATH, Body::Json(&call.body))
-                    .await;
+                let result = self.try_once(&Call::send(page, &call.body, false)).await;
                 call.answer(result);
             }
             return;
@@ -237,37 +245,39 @@ impl Graph {
         body: Body<'_>,
         media: bool,
     ) -> Result<Value> {
-        self.call_counted(page, method, path, body, media).await.0
+        let call = Call {
+            page,
+            method,
+            path,
+            body,
+            media,
+        };
+        self.call_counted(call).await.0
     }
 
-    async fn call_counted(
-        &self,
-        page: &PageSettings,
-        method: Method,
-        path: &str,
-        body: Body<'_>,
-        media: bool,
-    ) -> (Result<Value>, u32) {
-        self.pacer.ready(&page.id, media).await;
-        match self.try_once(page, method.clone(), path, body).await {
+    async fn call_counted(&self, call: Call<'_>) -> (Result<Value>, u32) {
+        self.pacer.ready(&call.page.id, call.media).await;
+        match self.try_once(&call).await {
             Ok(value) => (Ok(value), 1),
-            Err(error) => self.retry(page, method, path, body, media, error, 1).await,
+            Err(error) => self.retry(&call, error, 1).await,
         }
     }
 
     /// Tries a call again after its try `attempt` failed with `error`, as long as
     /// the errors allow; the result and the number of tries in all.
-    #[allow(clippy::too_many_arguments)]
     async fn retry(
         &self,
-        page: &PageSettings,
-        method: Method,
-        path: &str,
-        body: Body<'_>,
-        media: bool,
+        call: &Call<'_>,
         mut error: Error,
         mut attempt: u32,
     ) -> (Result<Value>, u32) {
+        let Call {
+            page,
+            ref method,
+            path,
+            media,
+            ..
+        } = *call;
         let max = self.settings.max_attempts;
         loop {
             let Some(delay) = self.retry_delay(&error, attempt) else {
@@ -285,26 +295,23 @@ impl Graph {
             tokio::time::sleep(delay).await;
             attempt += 1;
             self.pacer.ready(&page.id, media).await;
-            error = match self.try_once(page, method.clone(), path, body).await {
+            error = match self.try_once(call).await {
                 Ok(value) => return (Ok(value), attempt),
                 Err(error) => error,
             };
         }
     }
 
-    async fn try_once(
-        &self,
-        page: &PageSettings,
-        method: Method,
-        path: &str,
-        body: Body<'_>,
-    ) -> Result<Value> {
+    async fn try_once(&self, call: &Call<'_>) -> Result<Value> {
+        let Call {
+            page, path, body, ..
+        } = *call;
         let token = page.access_token.expose();
         let proof = appsecret_proof(self.settings.app_secret.expose(), token);
         let mut request = self
             .client
             .request(
-                method,
+                call.method.clone(),
                 format!("{}/{}", self.base, path.trim_start_matches('/')),
             )
             .query(&[("access_token", token), ("appsecret_proof", proof.as_str())]);
