@@ -185,21 +185,13 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query: HashMap<String, String> = uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
     if let Some(batch) = batch_request(&method, &uri, &body) {
         return answer_batch(&shared, &uri, &headers, batch).await;
     }
     let call = GraphCall {
         method: method.to_string(),
         path: uri.path().to_owned(),
-        query,
+        query: form_fields(uri.query().unwrap_or("")),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         content_type: headers
             .get(header::CONTENT_TYPE)
@@ -207,10 +199,7 @@ async fn record(
             .unwrap_or("")
             .to_owned(),
         raw_body: String::from_utf8_lossy(&body).into_owned(),
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect(),
+        headers: header_fields(&headers),
         batch: None,
     };
     let recipient = call.recipient().to_owned();
@@ -253,6 +242,21 @@ impl IntoResponse for Scripted {
     }
 }
 
+/// `a=1&b=2` as a map, decoded.
+fn form_fields(form: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(form.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Request headers as text, names lower-case; values that are not text are left out.
+fn header_fields(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
 /// A Graph batch request: a POST to the version's root (`/v25.0/`) whose JSON body
 /// holds `batch`, a list of `{method, relative_url, body}` calls, with the
 /// `access_token` and `appsecret_proof` they all use.
@@ -271,13 +275,12 @@ async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: 
     let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
     let items = request["batch"].as_array().cloned().unwrap_or_default();
     let root = uri.path().trim_end_matches('/');
+    let headers = header_fields(headers);
     let mut answers = Vec::with_capacity(items.len());
     for item in &items {
         let relative = text(item, "relative_url");
         let (path, item_query) = relative.split_once('?').unwrap_or((&relative, ""));
-        let mut query: HashMap<String, String> = url::form_urlencoded::parse(item_query.as_bytes())
-            .into_owned()
-            .collect();
+        let mut query = form_fields(item_query);
         for key in ["access_token", "appsecret_proof"] {
             query.insert(key.to_owned(), text(&request, key));
         }
@@ -302,10 +305,7 @@ async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: 
             body: Value::Object(body),
             content_type: "application/x-www-form-urlencoded".to_owned(),
             raw_body: form,
-            headers: headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                .collect(),
+            headers: headers.clone(),
             batch: Some(items.len()),
         };
         answers.push((

@@ -267,64 +267,95 @@ const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 /// 9 to 21 ms without a commit, every second under load. Instead the checkpointer
 /// catches up with quick PASSIVE rounds, then asks the writer to run the RESTART
 /// itself between two transactions, with a few hundred frames left to copy.
-fn checkpoint_loop(
-    connection: Connection,
-    max_wal_frames: i64,
-    writer: std::sync::mpsc::Sender<Op>,
-    signals: std::sync::mpsc::Receiver<Signal>,
-    idle: Arc<AtomicBool>,
-) {
-    // (busy, frames in the WAL, frames copied back): the frames in the WAL.
-    let passive = || {
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            row.get::<_, i64>(1)
-        })
-    };
-    let (mut every, mut last, mut restarted_at) = (CHECKPOINT_EVERY, -1, -1);
+fn checkpoint_loop(mut checkpointer: Checkpointer, signals: std::sync::mpsc::Receiver<Signal>) {
     loop {
-        match signals.recv_timeout(every) {
+        match signals.recv_timeout(checkpointer.every) {
             Ok(Signal::Wake) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let result = (|| -> Result<(), StoreError> {
-                    // Set before looking: a commit after this wakes us.
-                    idle.store(true, Ordering::Release);
-                    let mut frames = passive()?;
-                    // Any change in the count (a restarted WAL counts from 0) means
-                    // the writer wrote.
-                    every = if frames == last {
-                        CHECKPOINT_IDLE
-                    } else {
-                        idle.store(false, Ordering::Release);
-                        CHECKPOINT_EVERY
-                    };
-                    last = frames;
-                    // After a restart the count stays at the old total until the
-                    // writer's next transaction starts the WAL over.
-                    if frames <= max_wal_frames || frames == restarted_at {
-                        return Ok(());
-                    }
-                    // Each round copies what the writer added during the last one.
-                    for _ in 0..4 {
-                        let before = frames;
-                        frames = passive()?;
-                        if frames - before <= RESTART_LEFTOVER {
-                            break;
-                        }
-                    }
-                    let (reply, done) = tokio::sync::oneshot::channel();
-                    if writer.send(Op::RestartWal { reply }).is_err() {
-                        return Ok(()); // the store is closing
-                    }
-                    restarted_at = done
-                        .blocking_recv()
-                        .unwrap_or_else(|_| Err(StoreError::new("the writer stopped")))?;
-                    Ok(())
-                })();
-                if let Err(err) = result {
+                if let Err(err) = checkpointer.round() {
                     tracing::warn!("event store checkpoint: {err}");
                 }
             }
             Ok(Signal::Stop) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// The checkpointer thread's connection and what it remembers between rounds.
+struct Checkpointer {
+    connection: Connection,
+    max_wal_frames: i64,
+    writer: std::sync::mpsc::Sender<Op>,
+    /// Shared with the writer's [`CheckpointWaker`].
+    idle: Arc<AtomicBool>,
+    /// The wait before the next round.
+    every: Duration,
+    /// The WAL's frame count at the last round.
+    last: i64,
+    /// The frame count the last restart reported.
+    restarted_at: i64,
+}
+
+impl Checkpointer {
+    fn new(
+        connection: Connection,
+        max_wal_frames: i64,
+        writer: std::sync::mpsc::Sender<Op>,
+        idle: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            connection,
+            max_wal_frames,
+            writer,
+            idle,
+            every: CHECKPOINT_EVERY,
+            last: -1,
+            restarted_at: -1,
+        }
+    }
+
+    /// A PASSIVE checkpoint; the frames in the WAL.
+    fn passive(&self) -> Result<i64, StoreError> {
+        // (busy, frames in the WAL, frames copied back)
+        let frames = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+        Ok(frames)
+    }
+
+    /// Copies the WAL back; past the limit, has the writer restart it.
+    fn round(&mut self) -> Result<(), StoreError> {
+        // Set before looking: a commit after this wakes us.
+        self.idle.store(true, Ordering::Release);
+        let mut frames = self.passive()?;
+        // Any change in the count (a restarted WAL counts from 0) means the writer wrote.
+        self.every = if frames == self.last {
+            CHECKPOINT_IDLE
+        } else {
+            self.idle.store(false, Ordering::Release);
+            CHECKPOINT_EVERY
+        };
+        self.last = frames;
+        // After a restart the count stays at the old total until the writer's next
+        // transaction starts the WAL over.
+        if frames <= self.max_wal_frames || frames == self.restarted_at {
+            return Ok(());
+        }
+        // Each round copies what the writer added during the last one.
+        for _ in 0..4 {
+            let before = frames;
+            frames = self.passive()?;
+            if frames - before <= RESTART_LEFTOVER {
+                break;
+            }
+        }
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if self.writer.send(Op::RestartWal { reply }).is_err() {
+            return Ok(()); // the store is closing
+        }
+        self.restarted_at = done
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(StoreError::new("the writer stopped")))?;
+        Ok(())
     }
 }
 
@@ -349,10 +380,7 @@ fn write_loop(
         let committed = (|| -> Result<(), StoreError> {
             let tx = connection.transaction()?;
             for op in batch {
-                match op {
-                    Op::RestartWal { reply } => restarts.push(reply),
-                    op => apply(&tx, op, &mut answers),
-                }
+                apply(&tx, op, &mut answers, &mut restarts);
             }
             tx.commit()?;
             Ok(())
@@ -370,11 +398,14 @@ fn write_loop(
                     Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)?))
                 })
                 .map_err(StoreError::from)
-                .and_then(|(busy, frames)| match busy {
-                    false => Ok(frames),
-                    true => Err(StoreError::new(
-                        "the WAL cannot start over while another connection reads it",
-                    )),
+                .and_then(|(busy, frames)| {
+                    if busy {
+                        Err(StoreError::new(
+                            "the WAL cannot start over while another connection reads it",
+                        ))
+                    } else {
+                        Ok(frames)
+                    }
                 });
             let _ = reply.send(restarted);
         }
@@ -382,11 +413,13 @@ fn write_loop(
 }
 
 /// Applies one operation inside the open transaction; queues its answer for after the
-/// commit (an answer gets the commit's error, if any, instead of its result).
+/// commit (an answer gets the commit's error, if any, instead of its result), and a
+/// WAL restart for after the commit too (it cannot run inside a transaction).
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     op: Op,
     answers: &mut Vec<Box<dyn FnOnce(Option<StoreError>)>>,
+    restarts: &mut Vec<Reply<i64>>,
 ) {
     fn answer<T: Send + 'static>(
         answers: &mut Vec<Box<dyn FnOnce(Option<StoreError>)>>,
@@ -454,12 +487,7 @@ fn apply(
             answer(answers, reply, result);
         }
         Op::Pending { reply } => answer(answers, reply, read_pending(tx)),
-        // `write_loop` runs it after the commit; never inside a transaction.
-        Op::RestartWal { reply } => {
-            let _ = reply.send(Err(StoreError::new(
-                "a WAL restart cannot run inside a transaction",
-            )));
-        }
+        Op::RestartWal { reply } => restarts.push(reply),
         Op::Contains {
             channel,
             event_id,
@@ -554,7 +582,12 @@ impl Store {
         let writer = ops.clone();
         let checkpointer = spawn(
             "event-store-checkpoints",
-            Box::new(move || checkpoint_loop(checkpoints, max_wal_frames, writer, signals, idle)),
+            Box::new(move || {
+                checkpoint_loop(
+                    Checkpointer::new(checkpoints, max_wal_frames, writer, idle),
+                    signals,
+                )
+            }),
         )?;
         Ok(Self {
             backend: Backend::Sqlite(Writer {

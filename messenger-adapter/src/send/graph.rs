@@ -181,19 +181,7 @@ impl Graph {
                 "appsecret_proof": proof,
                 "batch": items,
             }));
-        let answered = async {
-            let response = request.send().await.map_err(Error::transport)?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = response.bytes().await.map_err(Error::transport)?;
-            Ok::<_, Error>((
-                status,
-                headers,
-                serde_json::from_slice::<Value>(&bytes).ok(),
-            ))
-        }
-        .await;
-        let (headers, answers) = match answered {
+        let (headers, answers) = match read_answer(request).await {
             Ok((status, headers, Some(Value::Array(answers)))) if status.is_success() => {
                 (headers, answers)
             }
@@ -331,11 +319,7 @@ impl Graph {
                 request = request.multipart(form);
             }
         }
-        let response = request.send().await.map_err(Error::transport)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(Error::transport)?;
-        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let (status, headers, value) = read_answer(request).await?;
         match value {
             Some(value) if status.is_success() && value.get("error").is_none() => Ok(value),
             None if status.is_success() => Ok(Value::Null),
@@ -370,6 +354,17 @@ impl Graph {
             _ => None,
         }
     }
+}
+
+/// Sends `request` and reads its answer: status, headers, and the body when it is JSON.
+async fn read_answer(
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, HeaderMap, Option<Value>)> {
+    let response = request.send().await.map_err(Error::transport)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.map_err(Error::transport)?;
+    Ok((status, headers, serde_json::from_slice(&bytes).ok()))
 }
 
 /// The Send API's path.
