@@ -755,50 +755,51 @@ impl Store {
     }
 }
 
-/// An [`InboundEvent`] as JSON in the store.
+/// An [`InboundEvent`] as JSON in the store: written borrowing the event's strings
+/// (`Stored<&str>`, no copies), read back owning them (`Stored<String>`).
 #[derive(Serialize, Deserialize)]
-struct Stored {
+struct Stored<S = String> {
     kind: u8,
     flags: u32,
-    account_id: String,
-    sender_id: String,
-    recipient_id: String,
+    account_id: S,
+    sender_id: S,
+    recipient_id: S,
     timestamp_ms: u64,
-    event_id: String,
-    text: Option<String>,
-    payload: Option<String>,
-    attachments: Vec<StoredAttachment>,
-    reply_token: Option<String>,
-    details_json: String,
-    raw_json: String,
+    event_id: S,
+    text: Option<S>,
+    payload: Option<S>,
+    attachments: Vec<StoredAttachment<S>>,
+    reply_token: Option<S>,
+    details_json: S,
+    raw_json: S,
 }
 
 #[derive(Serialize, Deserialize)]
-struct StoredAttachment {
+struct StoredAttachment<S = String> {
     kind: u8,
-    url: Option<String>,
-    type_name: String,
-    raw_json: String,
+    url: Option<S>,
+    type_name: S,
+    raw_json: S,
 }
 
-fn to_opt(value: &ROption<RString>) -> Option<String> {
-    value.as_ref().into_option().map(|s| s.to_string())
+fn to_opt(value: &ROption<RString>) -> Option<&str> {
+    value.as_ref().into_option().map(RString::as_str)
 }
 
 fn from_opt(value: Option<String>) -> ROption<RString> {
     value.map(RString::from).into()
 }
 
-impl From<&InboundEvent> for Stored {
-    fn from(e: &InboundEvent) -> Self {
+impl<'a> From<&'a InboundEvent> for Stored<&'a str> {
+    fn from(e: &'a InboundEvent) -> Self {
         Self {
             kind: e.kind.0,
             flags: e.flags.0,
-            account_id: e.account_id.to_string(),
-            sender_id: e.sender_id.to_string(),
-            recipient_id: e.recipient_id.to_string(),
+            account_id: &e.account_id,
+            sender_id: &e.sender_id,
+            recipient_id: &e.recipient_id,
             timestamp_ms: e.timestamp_ms,
-            event_id: e.event_id.to_string(),
+            event_id: &e.event_id,
             text: to_opt(&e.text),
             payload: to_opt(&e.payload),
             attachments: e
@@ -807,13 +808,13 @@ impl From<&InboundEvent> for Stored {
                 .map(|a| StoredAttachment {
                     kind: a.kind.0,
                     url: to_opt(&a.url),
-                    type_name: a.type_name.to_string(),
-                    raw_json: a.raw_json.to_string(),
+                    type_name: &a.type_name,
+                    raw_json: &a.raw_json,
                 })
                 .collect(),
             reply_token: to_opt(&e.reply_token),
-            details_json: e.details_json.to_string(),
-            raw_json: e.raw_json.to_string(),
+            details_json: &e.details_json,
+            raw_json: &e.raw_json,
         }
     }
 }
