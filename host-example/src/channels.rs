@@ -13,7 +13,11 @@ use std::{
 use adapter_api::{load_plugins, Adapter, LoadError, LoadedPlugin, PluginInfo, PluginSet};
 use anyhow::bail;
 
-use crate::{config::Config, host_services};
+use crate::{
+    config::Config,
+    host_services,
+    metrics::{ChannelMetrics, Metrics},
+};
 
 /// Fresh adapters a channel may get within [`RESTART_WINDOW`] before it is failed.
 const MAX_RESTARTS: usize = 3;
@@ -26,6 +30,8 @@ pub struct Channel {
     /// What the plugin said about itself.
     pub plugin: PluginInfo,
     library: LoadedPlugin,
+    /// The channel's metrics.
+    pub metrics: ChannelMetrics,
     /// The settings JSON (holds secrets: never logged).
     settings_json: String,
     state: RwLock<State>,
@@ -40,7 +46,12 @@ enum State {
 impl Channel {
     /// Creates the channel's adapter; if the plugin refuses or panics, the channel is
     /// created failed, with the reason.
-    fn open(name: &str, library: &LoadedPlugin, settings_json: String) -> Self {
+    fn open(
+        name: &str,
+        library: &LoadedPlugin,
+        settings_json: String,
+        metrics: ChannelMetrics,
+    ) -> Self {
         let state = match library.new_adapter(&settings_json, host_services::for_channel(name)) {
             Ok(adapter) => State::Up(Arc::new(Adapter::new(adapter))),
             Err(err) => State::Failed(format!(
@@ -52,6 +63,7 @@ impl Channel {
             name: name.to_owned(),
             plugin: library.info.clone(),
             library: library.clone(),
+            metrics,
             settings_json,
             state: RwLock::new(state),
             restarts: Mutex::default(),
@@ -144,7 +156,7 @@ pub struct Channels {
 /// channel naming a plugin that is not there is a config error: the host does not
 /// start. A channel whose adapter cannot be created (the plugin refuses its settings,
 /// or panics) is failed, with an error log line, and the other channels go on.
-pub fn start(config: &Config) -> anyhow::Result<Channels> {
+pub fn start(config: &Config, metrics: &Metrics) -> anyhow::Result<Channels> {
     let dir = &config.server.plugins_dir;
     let set = load_plugins(dir)?;
     report(&set, dir);
@@ -168,7 +180,12 @@ pub fn start(config: &Config) -> anyhow::Result<Channels> {
                 dir.display()
             );
         };
-        let opened = Channel::open(&channel.name, library, channel.settings_json());
+        let opened = Channel::open(
+            &channel.name,
+            library,
+            channel.settings_json(),
+            metrics.channel(&channel.name),
+        );
         match opened.failure() {
             None => tracing::info!(
                 channel = channel.name,
@@ -217,7 +234,8 @@ pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
             dir.display()
         );
     };
-    let opened = Channel::open(name, library, channel.settings_json());
+    let metrics = Metrics::default().channel(name);
+    let opened = Channel::open(name, library, channel.settings_json(), metrics);
     match opened.adapter() {
         Some(adapter) => Ok(adapter),
         None => bail!(

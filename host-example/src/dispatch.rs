@@ -6,6 +6,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -17,7 +18,7 @@ use crate::{
     bot,
     channels::Channel,
     config::BotConfig,
-    metrics::{self, Metrics},
+    metrics::Metrics,
     store::{Outcome, Store, StoreError},
 };
 
@@ -51,7 +52,11 @@ struct Job {
     skip: u32,
 }
 
-type Key = (String, String, String);
+/// A conversation: the hash of its (channel, account, sender). Two conversations
+/// whose hashes collide (about 1 in 2^64) share one queue: their events still run
+/// in arrival order, only not in parallel. Hashing instead of keeping the three
+/// strings saves three allocations per event.
+type Key = u64;
 
 #[derive(Default)]
 struct Queues {
@@ -68,6 +73,8 @@ struct Inner {
     queues: Mutex<Queues>,
     store: Arc<Store>,
     workers: Semaphore,
+    /// Randomly keyed, so nobody can make conversations share a queue on purpose.
+    keys: RandomState,
     capacity: usize,
     idle: Notify,
     bot: BotConfig,
@@ -101,6 +108,7 @@ impl Dispatcher {
                 queues: Mutex::default(),
                 store,
                 workers: Semaphore::new(settings.workers),
+                keys: RandomState::new(),
                 capacity: settings.capacity,
                 idle: Notify::new(),
                 bot: settings.bot,
@@ -144,7 +152,7 @@ impl Dispatcher {
             for (event, fresh) in events.into_iter().zip(fresh) {
                 if fresh {
                     accepted.new += 1;
-                    this.count_event(&channel, &event);
+                    channel.metrics.event(event.kind.name());
                     this.schedule(
                         &mut queues,
                         Job {
@@ -155,7 +163,7 @@ impl Dispatcher {
                     );
                 } else {
                     accepted.duplicates += 1;
-                    this.inner.metrics.duplicates.get_or_create(&metrics::Channel::of(&channel.name)).inc();
+                    channel.metrics.duplicates.inc();
                     tracing::debug!(channel = channel.name, event_id = %event.event_id, "redelivered event dropped");
                 }
             }
@@ -163,17 +171,6 @@ impl Dispatcher {
         })
         .await
         .map_err(|_| EnqueueError::Store(StoreError::new("the store task failed")))?
-    }
-
-    fn count_event(&self, channel: &Channel, event: &InboundEvent) {
-        self.inner
-            .metrics
-            .events
-            .get_or_create(&metrics::Kind {
-                channel: channel.name.clone(),
-                kind: event.kind.name().to_owned(),
-            })
-            .inc();
     }
 
     /// Queues events read back from the store after a restart.
@@ -192,16 +189,16 @@ impl Dispatcher {
     fn schedule(&self, queues: &mut Queues, job: Job) {
         queues.pending += 1;
         self.inner.metrics.queue_depth.set(queues.pending as i64);
-        let key = (
-            job.channel.name.clone(),
-            job.event.account_id.to_string(),
-            job.event.sender_id.to_string(),
-        );
+        let key = self.inner.keys.hash_one((
+            job.channel.name.as_str(),
+            job.event.account_id.as_str(),
+            job.event.sender_id.as_str(),
+        ));
         if let Some(waiting) = queues.running.get_mut(&key) {
             waiting.push_back(job);
             return;
         }
-        queues.running.insert(key.clone(), VecDeque::new());
+        queues.running.insert(key, VecDeque::new());
         let this = self.clone();
         tokio::spawn(async move { this.run_conversation(key, job).await });
     }
@@ -247,11 +244,9 @@ impl Dispatcher {
             };
             let started = Instant::now();
             let result = adapter.send(reply, self.inner.send_timeout).await;
-            let labels = metrics::Channel::of(&channel.name);
-            self.inner
-                .metrics
+            let metrics = &channel.metrics;
+            metrics
                 .send_seconds
-                .get_or_create(&labels)
                 .observe(started.elapsed().as_secs_f64());
             let (result_name, attempts) = match &result {
                 Ok(receipt) => (
@@ -260,19 +255,8 @@ impl Dispatcher {
                 ),
                 Err(err) => (err.kind.name(), attempts_of(err).saturating_sub(1)),
             };
-            self.inner
-                .metrics
-                .retries
-                .get_or_create(&labels)
-                .inc_by(attempts);
-            self.inner
-                .metrics
-                .sends
-                .get_or_create(&metrics::Outcome {
-                    channel: channel.name.clone(),
-                    outcome: result_name.to_owned(),
-                })
-                .inc();
+            metrics.retries.inc_by(attempts);
+            metrics.send(result_name);
             match result {
                 Ok(receipt) => {
                     tracing::debug!(
@@ -296,18 +280,11 @@ impl Dispatcher {
                 }
                 Err(err) => {
                     match err.kind {
-                        ErrorKind::PANICKED => crate::server::plugin_failure(
-                            &self.inner.metrics,
-                            channel,
-                            &adapter,
-                            "send panicked",
-                        ),
+                        ErrorKind::PANICKED => {
+                            crate::server::plugin_failed(channel, &adapter, "send panicked")
+                        }
                         ErrorKind::TIMEOUT => {
-                            self.inner
-                                .metrics
-                                .plugin_failures
-                                .get_or_create(&labels)
-                                .inc();
+                            metrics.plugin_failures.inc();
                         }
                         _ => {}
                     }

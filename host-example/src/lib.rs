@@ -41,7 +41,8 @@ impl Server {
     /// Loads the plugins, creates the enabled channels' adapters, opens the event
     /// store, queues the events a previous run left pending, and binds the port.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let channels = channels::start(&config)?;
+        let metrics = Arc::new(Metrics::default());
+        let channels = channels::start(&config, &metrics)?;
         let remember = Duration::from_secs(config.queue.remember_secs);
         let store = Arc::new(if config.queue.in_memory() {
             Store::in_memory(remember, config.queue.remember_max)
@@ -50,7 +51,6 @@ impl Server {
                 format!("queue.path: cannot open {}", config.queue.path.display())
             })?
         });
-        let metrics = Arc::new(Metrics::default());
         let dispatcher = Dispatcher::new(
             dispatch::Settings {
                 workers: config.server.workers,

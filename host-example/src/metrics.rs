@@ -1,6 +1,8 @@
 //! Prometheus metrics, served at `/metrics` in the text format (`prometheus-client`,
 //! the Prometheus project's own Rust client).
 
+use std::sync::RwLock;
+
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{
@@ -150,14 +152,42 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one webhook of `channel` with `outcome`.
-    pub fn webhook(&self, channel: &str, outcome: &str) {
-        self.webhooks
-            .get_or_create(&Outcome {
-                channel: channel.to_owned(),
-                outcome: outcome.to_owned(),
+    /// The metrics of channel `name`, with their label sets built once.
+    pub fn channel(&self, name: &str) -> ChannelMetrics {
+        let labels = Channel::of(name);
+        let by_outcome = |family: &Family<Outcome, Counter>| {
+            let (family, channel) = (family.clone(), name.to_owned());
+            ByLabel::new(move |outcome| {
+                family
+                    .get_or_create(&Outcome {
+                        channel: channel.clone(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .clone()
             })
-            .inc();
+        };
+        let events = {
+            let (family, channel) = (self.events.clone(), name.to_owned());
+            ByLabel::new(move |kind| {
+                family
+                    .get_or_create(&Kind {
+                        channel: channel.clone(),
+                        kind: kind.to_owned(),
+                    })
+                    .clone()
+            })
+        };
+        ChannelMetrics {
+            ack_seconds: self.ack_seconds.get_or_create(&labels).clone(),
+            send_seconds: self.send_seconds.get_or_create(&labels).clone(),
+            duplicates: self.duplicates.get_or_create(&labels).clone(),
+            retries: self.retries.get_or_create(&labels).clone(),
+            plugin_failures: self.plugin_failures.get_or_create(&labels).clone(),
+            adapter_restarts: self.adapter_restarts.get_or_create(&labels).clone(),
+            webhooks: by_outcome(&self.webhooks),
+            events,
+            sends: by_outcome(&self.sends),
+        }
     }
 
     /// The metrics in Prometheus text format.
@@ -166,5 +196,112 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One channel's metrics. The label sets are built once, when the channel opens, so
+/// counting a webhook, an event or a reply allocates nothing.
+pub struct ChannelMetrics {
+    /// Time from a webhook's arrival to its answer.
+    pub ack_seconds: Histogram,
+    /// Time one reply took to send, retries included.
+    pub send_seconds: Histogram,
+    /// Redelivered events dropped.
+    pub duplicates: Counter,
+    /// Send retries made by the plugin.
+    pub retries: Counter,
+    /// Plugin calls that failed by panicking or timing out.
+    pub plugin_failures: Counter,
+    /// Adapters replaced by a fresh one after a failure.
+    pub adapter_restarts: Counter,
+    webhooks: ByLabel,
+    events: ByLabel,
+    sends: ByLabel,
+}
+
+impl ChannelMetrics {
+    /// Counts one webhook with `outcome` (`accepted`, `unauthorized`, ...).
+    pub fn webhook(&self, outcome: &'static str) {
+        self.webhooks.inc(outcome);
+    }
+
+    /// Counts one accepted event of `kind`.
+    pub fn event(&self, kind: &'static str) {
+        self.events.inc(kind);
+    }
+
+    /// Counts one reply with `outcome` (`ok` or the error kind).
+    pub fn send(&self, outcome: &'static str) {
+        self.sends.inc(outcome);
+    }
+}
+
+/// The counters of one family for one channel, told apart by a second label whose
+/// values are a small, fixed set: created on first use, then found without building
+/// a label set.
+struct ByLabel {
+    make: Box<dyn Fn(&str) -> Counter + Send + Sync>,
+    known: RwLock<Vec<(&'static str, Counter)>>,
+}
+
+impl ByLabel {
+    fn new(make: impl Fn(&str) -> Counter + Send + Sync + 'static) -> Self {
+        Self {
+            make: Box::new(make),
+            known: RwLock::default(),
+        }
+    }
+
+    fn inc(&self, label: &'static str) {
+        let find = |known: &[(&'static str, Counter)]| {
+            known
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, c)| c.clone())
+        };
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = find(&known) {
+            counter.inc();
+            return;
+        }
+        drop(known);
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let counter = find(&known).unwrap_or_else(|| {
+            let counter = (self.make)(label);
+            known.push((label, counter.clone()));
+            counter
+        });
+        counter.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_metrics_count_into_the_shared_families() {
+        let metrics = Metrics::default();
+        let a = metrics.channel("a");
+        let again = metrics.channel("a");
+        a.webhook("accepted");
+        a.webhook("accepted");
+        again.webhook("accepted");
+        a.webhook("unauthorized");
+        a.event("message");
+        a.send("ok");
+        a.ack_seconds.observe(0.001);
+        again.duplicates.inc();
+        let text = metrics.render();
+        for line in [
+            "dmflow_webhooks_total{channel=\"a\",outcome=\"accepted\"} 3",
+            "dmflow_webhooks_total{channel=\"a\",outcome=\"unauthorized\"} 1",
+            "dmflow_events_total{channel=\"a\",kind=\"message\"} 1",
+            "dmflow_sends_total{channel=\"a\",outcome=\"ok\"} 1",
+            "dmflow_webhook_ack_seconds_count{channel=\"a\"} 1",
+            "dmflow_duplicate_events_total{channel=\"a\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::{
     channels::Channel,
     dispatch::{Dispatcher, EnqueueError},
-    metrics::{self, Metrics},
+    metrics::Metrics,
 };
 
 /// What every request handler shares.
@@ -108,11 +108,10 @@ async fn webhook(
         return text(StatusCode::NOT_FOUND, "no such channel");
     };
     let (outcome, response) = handle(&state, channel, method, uri, headers, body).await;
-    state.metrics.webhook(&name, outcome);
-    state
+    channel.metrics.webhook(outcome);
+    channel
         .metrics
         .ack_seconds
-        .get_or_create(&metrics::Channel::of(&name))
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -196,7 +195,7 @@ async fn handle(
             };
             if response.status == 500 {
                 // What adapter-kit answers when verify panics.
-                plugin_failed(state, channel, &adapter, "verify failed");
+                plugin_failed(channel, &adapter, "verify failed");
             } else if response.status >= 400 {
                 tracing::info!(channel = name, status = response.status, "webhook refused");
             }
@@ -225,7 +224,7 @@ async fn handle(
         Err(err) => {
             tracing::error!(channel = name, kind = %err.kind, "parse failed: {}", err.message);
             if err.kind == ErrorKind::PANICKED {
-                plugin_failed(state, channel, &adapter, "parse panicked");
+                plugin_failed(channel, &adapter, "parse panicked");
             }
             return (
                 "plugin_error",
@@ -268,26 +267,10 @@ async fn handle(
 }
 
 /// Counts a plugin failure and replaces the adapter (or fails the channel).
-pub(crate) fn plugin_failed(
-    state: &AppState,
-    channel: &Channel,
-    adapter: &Arc<adapter_api::Adapter>,
-    what: &str,
-) {
-    plugin_failure(&state.metrics, channel, adapter, what);
-}
-
-/// [`plugin_failed`] for callers without the whole state.
-pub(crate) fn plugin_failure(
-    metrics: &Metrics,
-    channel: &Channel,
-    adapter: &Arc<adapter_api::Adapter>,
-    what: &str,
-) {
-    let labels = metrics::Channel::of(&channel.name);
-    metrics.plugin_failures.get_or_create(&labels).inc();
+pub(crate) fn plugin_failed(channel: &Channel, adapter: &Arc<adapter_api::Adapter>, what: &str) {
+    channel.metrics.plugin_failures.inc();
     if channel.adapter_failed(adapter, what) {
-        metrics.adapter_restarts.get_or_create(&labels).inc();
+        channel.metrics.adapter_restarts.inc();
     }
 }
 
