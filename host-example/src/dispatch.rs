@@ -1,6 +1,8 @@
 //! After the 200: accepted events are processed by conversation. One conversation's
 //! (channel, account, sender) events run strictly one after another, in arrival order;
-//! different conversations run in parallel, at most `workers` at a time. The number of
+//! different conversations run in parallel, at most `workers` at a time: a pool of
+//! worker tasks, started as needed and then kept, takes conversations in the order
+//! they became ready (no task is spawned per event). The number of
 //! events waiting is bounded: past it, webhooks are refused (503) instead of memory
 //! growing. Every accepted event is in the [`Store`] until its replies are sent.
 
@@ -60,8 +62,16 @@ type Key = u64;
 
 #[derive(Default)]
 struct Queues {
-    /// Conversations being processed, with the events waiting behind the current one.
+    /// Conversations being processed or ready, with the events waiting behind the
+    /// current one.
     running: HashMap<Key, VecDeque<Job>>,
+    /// Conversations waiting for a worker, with their first event. One permit of
+    /// `Inner::ready` per entry.
+    ready: VecDeque<(Key, Job)>,
+    /// Worker tasks started.
+    workers: usize,
+    /// Workers waiting for a conversation.
+    idle_workers: usize,
     /// Events accepted and not finished.
     pending: usize,
     /// Events being written to the store, counted against the capacity.
@@ -72,7 +82,11 @@ struct Queues {
 struct Inner {
     queues: Mutex<Queues>,
     store: Arc<Store>,
-    workers: Semaphore,
+    /// Counts the conversations in `Queues::ready`.
+    ready: Semaphore,
+    /// Most worker tasks.
+    max_workers: usize,
+    runtime: tokio::runtime::Handle,
     /// Randomly keyed, so nobody can make conversations share a queue on purpose.
     keys: RandomState,
     capacity: usize,
@@ -101,13 +115,16 @@ pub struct Settings {
 }
 
 impl Dispatcher {
-    /// A dispatcher writing to `store`.
+    /// A dispatcher writing to `store`. Must be called within a Tokio runtime: its
+    /// workers run there.
     pub fn new(settings: Settings, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 queues: Mutex::default(),
                 store,
-                workers: Semaphore::new(settings.workers),
+                ready: Semaphore::new(0),
+                max_workers: settings.workers.max(1),
+                runtime: tokio::runtime::Handle::current(),
                 keys: RandomState::new(),
                 capacity: settings.capacity,
                 idle: Notify::new(),
@@ -199,17 +216,39 @@ impl Dispatcher {
             return;
         }
         queues.running.insert(key, VecDeque::new());
-        let this = self.clone();
-        tokio::spawn(async move { this.run_conversation(key, job).await });
+        queues.ready.push_back((key, job));
+        self.inner.ready.add_permits(1);
+        // Each idle worker takes one ready conversation; start one for the rest.
+        if queues.ready.len() > queues.idle_workers && queues.workers < self.inner.max_workers {
+            queues.workers += 1;
+            let this = self.clone();
+            self.inner.runtime.spawn(async move { this.work().await });
+        }
+    }
+
+    /// A worker: takes ready conversations one at a time, for good.
+    async fn work(self) {
+        loop {
+            self.queues().idle_workers += 1;
+            // Never closed: the dispatcher holds the semaphore.
+            if let Ok(permit) = self.inner.ready.acquire().await {
+                permit.forget();
+            }
+            let next = {
+                let mut queues = self.queues();
+                queues.idle_workers -= 1;
+                queues.ready.pop_front()
+            };
+            if let Some((key, job)) = next {
+                self.run_conversation(key, job).await;
+            }
+        }
     }
 
     /// Processes a conversation's events until none is waiting.
-    async fn run_conversation(self, key: Key, mut job: Job) {
+    async fn run_conversation(&self, key: Key, mut job: Job) {
         loop {
-            {
-                let _permit = self.inner.workers.acquire().await;
-                self.process(&job).await;
-            }
+            self.process(&job).await;
             let mut queues = self.queues();
             queues.pending -= 1;
             self.inner.metrics.queue_depth.set(queues.pending as i64);
