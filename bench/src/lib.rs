@@ -106,6 +106,37 @@ impl CountingGraph {
         Self::with_faults(latency, 0).await
     }
 
+    /// Starts on a thread of its own with its own runtime, without faults. A load
+    /// generator's client then never waits behind the fake Graph API's work (a
+    /// 50-call batch to parse and answer), so its latencies are the host's alone.
+    pub fn start_on_own_thread(latency: Duration) -> anyhow::Result<Self> {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("fake-graph".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = started_tx.send(Err(err.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let graph = Self::with_faults(latency, 0).await;
+                    let serving = graph.is_ok();
+                    let _ = started_tx.send(graph);
+                    if serving {
+                        // Serve until the process exits.
+                        std::future::pending::<()>().await;
+                    }
+                });
+            })?;
+        started.recv()?
+    }
+
     /// Starts with `fault_per_mille` failed answers.
     pub async fn with_faults(latency: Duration, fault_per_mille: u64) -> anyhow::Result<Self> {
         let counts = Arc::new(Counts::default());

@@ -40,6 +40,11 @@ struct Args {
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
+    /// Also write every acknowledgement to this file, one line each: when it was sent
+    /// (microseconds from the level's start) and how long it took (microseconds). Shows
+    /// whether slow answers come alone or in stalls. With several levels, the last one.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
     /// Folder holding host-example and libmessenger_adapter.so. Default: this program's.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -102,7 +107,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
-    let graph = CountingGraph::start(Duration::from_millis(args.graph_latency_ms)).await?;
+    let graph = CountingGraph::start_on_own_thread(Duration::from_millis(args.graph_latency_ms))?;
     let queue = if args.memory_queue {
         ":memory:"
     } else {
@@ -145,6 +150,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let run_for = Duration::from_secs(args.seconds);
+    let log = args.latency_log.is_some();
     let ticks = cpu_ticks(pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -158,6 +164,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
+            let mut sent_at = Vec::with_capacity(if log { 100_000 } else { 0 });
             while started.elapsed() < run_for {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((body, signature)) = bodies.get(i) else {
@@ -173,16 +180,27 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
                     .await
                     .is_ok_and(|r| r.status() == 200);
                 latencies.push(sent.elapsed().as_micros() as u32);
+                if log {
+                    sent_at.push((sent - started).as_micros() as u64);
+                }
                 if !ok {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            latencies
+            (latencies, sent_at)
         }));
     }
     let mut latencies = Vec::new();
+    let mut log_lines = String::new();
     for task in tasks {
-        latencies.extend(task.await?);
+        let (task_latencies, sent_at) = task.await?;
+        for (at, latency) in sent_at.iter().zip(&task_latencies) {
+            log_lines.push_str(&format!("{at} {latency}\n"));
+        }
+        latencies.extend(task_latencies);
+    }
+    if let Some(path) = &args.latency_log {
+        std::fs::write(path, log_lines)?;
     }
     let elapsed = started.elapsed();
     if elapsed < run_for {
