@@ -108,6 +108,9 @@ struct Shared {
     batch_script: Mutex<VecDeque<Scripted>>,
     delay_ms: AtomicU64,
     next_id: AtomicU64,
+    /// Calls being answered now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
 }
 
 /// The sandbox server. Stops when dropped.
@@ -153,6 +156,12 @@ impl SandboxGraph {
     /// recorded as calls, but none gets an answer of its own).
     pub fn script_batches(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.shared.batch_script.lock().unwrap().extend(answers);
+    }
+
+    /// The most calls that were being answered at once (a batch counts its items):
+    /// with a delay set, how many sends were in flight together.
+    pub fn most_in_flight(&self) -> u64 {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// The calls so far.
@@ -205,7 +214,7 @@ async fn record(
     let recipient = call.recipient().to_owned();
     shared.calls.lock().unwrap().push(call);
     let scripted = shared.script.lock().unwrap().pop_front();
-    shared.wait().await;
+    shared.wait(1).await;
     match scripted {
         Some(answer) if answer.status == 0 => StatusCode::BAD_GATEWAY.into_response(),
         Some(answer) => answer.into_response(),
@@ -217,12 +226,16 @@ async fn record(
 }
 
 impl Shared {
-    /// The delay every answer waits, if one is set.
-    async fn wait(&self) {
+    /// The delay every answer waits, if one is set, counting the `calls` in flight
+    /// meanwhile.
+    async fn wait(&self, calls: u64) {
+        let now = self.in_flight.fetch_add(calls, Ordering::SeqCst) + calls;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+        self.in_flight.fetch_sub(calls, Ordering::SeqCst);
     }
 }
 
@@ -324,7 +337,7 @@ async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: 
             .map(|call| (call, shared.script.lock().unwrap().pop_front()))
             .collect(),
     };
-    shared.wait().await;
+    shared.wait(items.len() as u64).await;
     match whole {
         Some(answer) if answer.status == 0 => return StatusCode::BAD_GATEWAY.into_response(),
         Some(answer) => return answer.into_response(),

@@ -108,6 +108,30 @@ async fn one_conversation_stays_in_order_while_many_run_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn at_most_workers_conversations_run_at_once() {
+    let graph = fake_graph().await;
+    graph.set_delay(Duration::from_millis(150));
+    let host = std::sync::Arc::new(HostBuilder::new(&graph.url).server("workers = 2").start());
+    let mut tasks = Vec::new();
+    for user in 0..8 {
+        let host = std::sync::Arc::clone(&host);
+        tasks.push(tokio::spawn(async move {
+            let user = format!("91000{user}");
+            let body = message_from(&user, &format!("m_w_{user}"), "hello");
+            post(&host, &body, Some(&sign(APP_SECRET, &body))).await.0
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    // Eight conversations ready at once, two workers: every reply goes out, two at a
+    // time (not one: the pool runs them in parallel; not more: it is bounded).
+    let calls = graph.wait_for(8, SETTLE).await;
+    assert_eq!(calls.len(), 8, "{}", host.log());
+    assert_eq!(graph.most_in_flight(), 2, "{}", host.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_answers_503_and_the_host_keeps_serving() {
     let graph = fake_graph().await;
     graph.set_delay(Duration::from_secs(3));
