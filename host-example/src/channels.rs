@@ -86,9 +86,19 @@ impl Channel {
         }
     }
 
-    /// `adapter` panicked: replace it with a fresh one, or fail the channel when it
-    /// has been replaced too often. Returns whether a fresh adapter is in place.
-    pub fn adapter_failed(&self, adapter: &Arc<Adapter>, what: &str) -> bool {
+    /// `adapter` failed (`what`: a panic, say): counts the failure, and replaces the
+    /// adapter with a fresh one, or fails the channel when it has been replaced too
+    /// often.
+    pub fn plugin_failed(&self, adapter: &Arc<Adapter>, what: &str) {
+        self.metrics.plugin_failures.inc();
+        if self.replace_adapter(adapter, what) {
+            self.metrics.adapter_restarts.inc();
+        }
+    }
+
+    /// Replaces a failed `adapter`, or fails the channel; returns whether a fresh
+    /// adapter is in place.
+    fn replace_adapter(&self, adapter: &Arc<Adapter>, what: &str) -> bool {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         match &*state {
             // Another request already replaced it.

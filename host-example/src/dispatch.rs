@@ -319,9 +319,7 @@ impl Dispatcher {
                 }
                 Err(err) => {
                     match err.kind {
-                        ErrorKind::PANICKED => {
-                            crate::server::plugin_failed(channel, &adapter, "send panicked")
-                        }
+                        ErrorKind::PANICKED => channel.plugin_failed(&adapter, "send panicked"),
                         ErrorKind::TIMEOUT => {
                             metrics.plugin_failures.inc();
                         }

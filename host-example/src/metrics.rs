@@ -155,27 +155,15 @@ impl Metrics {
     /// The metrics of channel `name`, with their label sets built once.
     pub fn channel(&self, name: &str) -> ChannelMetrics {
         let labels = Channel::of(name);
-        let by_outcome = |family: &Family<Outcome, Counter>| {
-            let (family, channel) = (family.clone(), name.to_owned());
-            ByLabel::new(move |outcome| {
-                family
-                    .get_or_create(&Outcome {
-                        channel: channel.clone(),
-                        outcome: outcome.to_owned(),
-                    })
-                    .clone()
-            })
+        let channel = name.to_owned();
+        let outcome = move |outcome: &str| Outcome {
+            channel: channel.clone(),
+            outcome: outcome.to_owned(),
         };
-        let events = {
-            let (family, channel) = (self.events.clone(), name.to_owned());
-            ByLabel::new(move |kind| {
-                family
-                    .get_or_create(&Kind {
-                        channel: channel.clone(),
-                        kind: kind.to_owned(),
-                    })
-                    .clone()
-            })
+        let channel = name.to_owned();
+        let kind = move |kind: &str| Kind {
+            channel: channel.clone(),
+            kind: kind.to_owned(),
         };
         ChannelMetrics {
             ack_seconds: self.ack_seconds.get_or_create(&labels).clone(),
@@ -184,9 +172,9 @@ impl Metrics {
             retries: self.retries.get_or_create(&labels).clone(),
             plugin_failures: self.plugin_failures.get_or_create(&labels).clone(),
             adapter_restarts: self.adapter_restarts.get_or_create(&labels).clone(),
-            webhooks: by_outcome(&self.webhooks),
-            events,
-            sends: by_outcome(&self.sends),
+            webhooks: ByLabel::new(&self.webhooks, outcome.clone()),
+            events: ByLabel::new(&self.events, kind),
+            sends: ByLabel::new(&self.sends, outcome),
         }
     }
 
@@ -245,9 +233,17 @@ struct ByLabel {
 }
 
 impl ByLabel {
-    fn new(make: impl Fn(&str) -> Counter + Send + Sync + 'static) -> Self {
+    /// The counters of `family` whose label set `labels` builds from the second label.
+    fn new<L>(
+        family: &Family<L, Counter>,
+        labels: impl Fn(&str) -> L + Send + Sync + 'static,
+    ) -> Self
+    where
+        L: Clone + std::hash::Hash + Eq + Send + Sync + 'static,
+    {
+        let family = family.clone();
         Self {
-            make: Box::new(make),
+            make: Box::new(move |label| family.get_or_create(&labels(label)).clone()),
             known: RwLock::default(),
         }
     }

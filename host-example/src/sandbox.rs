@@ -216,7 +216,6 @@ async fn record(
     let scripted = shared.script.lock().unwrap().pop_front();
     shared.wait(1).await;
     match scripted {
-        Some(answer) if answer.status == 0 => StatusCode::BAD_GATEWAY.into_response(),
         Some(answer) => answer.into_response(),
         None => {
             let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
@@ -240,7 +239,11 @@ impl Shared {
 }
 
 impl IntoResponse for Scripted {
+    /// The scripted answer; [`Scripted::no_answer`] is a 502 without a body.
     fn into_response(self) -> Response {
+        if self.status == 0 {
+            return StatusCode::BAD_GATEWAY.into_response();
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let mut response = (status, Json(self.body)).into_response();
         for (name, value) in self.headers {
@@ -284,9 +287,17 @@ fn batch_request(method: &Method, uri: &Uri, body: &[u8]) -> Option<Value> {
 
 /// Records every call of a batch request as a call of its own and answers the list
 /// of `{code, body}` the Graph API gives, with scripted answers taken one per call.
-async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: Value) -> Response {
+async fn answer_batch(
+    shared: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    mut request: Value,
+) -> Response {
     let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
-    let items = request["batch"].as_array().cloned().unwrap_or_default();
+    let items = match request["batch"].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
     let root = uri.path().trim_end_matches('/');
     let headers = header_fields(headers);
     let mut answers = Vec::with_capacity(items.len());
@@ -338,10 +349,8 @@ async fn answer_batch(shared: &Shared, uri: &Uri, headers: &HeaderMap, request: 
             .collect(),
     };
     shared.wait(items.len() as u64).await;
-    match whole {
-        Some(answer) if answer.status == 0 => return StatusCode::BAD_GATEWAY.into_response(),
-        Some(answer) => return answer.into_response(),
-        None => {}
+    if let Some(answer) = whole {
+        return answer.into_response();
     }
     let answers: Vec<Value> = answers
         .into_iter()

@@ -195,7 +195,7 @@ async fn handle(
             };
             if response.status == 500 {
                 // What adapter-kit answers when verify panics.
-                plugin_failed(channel, &adapter, "verify failed");
+                channel.plugin_failed(&adapter, "verify failed");
             } else if response.status >= 400 {
                 tracing::info!(channel = name, status = response.status, "webhook refused");
             }
@@ -224,7 +224,7 @@ async fn handle(
         Err(err) => {
             tracing::error!(channel = name, kind = %err.kind, "parse failed: {}", err.message);
             if err.kind == ErrorKind::PANICKED {
-                plugin_failed(channel, &adapter, "parse panicked");
+                channel.plugin_failed(&adapter, "parse panicked");
             }
             return (
                 "plugin_error",
@@ -263,14 +263,6 @@ async fn handle(
                 ),
             )
         }
-    }
-}
-
-/// Counts a plugin failure and replaces the adapter (or fails the channel).
-pub(crate) fn plugin_failed(channel: &Channel, adapter: &Arc<adapter_api::Adapter>, what: &str) {
-    channel.metrics.plugin_failures.inc();
-    if channel.adapter_failed(adapter, what) {
-        channel.metrics.adapter_restarts.inc();
     }
 }
 

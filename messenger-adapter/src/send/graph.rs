@@ -145,10 +145,7 @@ impl Graph {
             .answer
             .await
             .unwrap_or_else(|_| Err(batch::unanswered()));
-        match first {
-            Ok(answer) => (Ok(answer), 1),
-            Err(error) => self.retry(&call, error, 1).await,
-        }
+        self.retry(&call, first).await
     }
 
     /// Sends `calls` (one try each) and answers each of them: alone as a plain call,
@@ -245,20 +242,18 @@ impl Graph {
 
     async fn call_counted(&self, call: Call<'_>) -> (Result<Value>, u32) {
         self.pacer.ready(&call.page.id, call.media).await;
-        match self.try_once(&call).await {
-            Ok(value) => (Ok(value), 1),
-            Err(error) => self.retry(&call, error, 1).await,
-        }
+        let first = self.try_once(&call).await;
+        self.retry(&call, first).await
     }
 
-    /// Tries a call again after its try `attempt` failed with `error`, as long as
-    /// the errors allow; the result and the number of tries in all.
-    async fn retry(
-        &self,
-        call: &Call<'_>,
-        mut error: Error,
-        mut attempt: u32,
-    ) -> (Result<Value>, u32) {
+    /// Given the `first` try's result, tries a failed call again as long as the
+    /// errors allow; the result and the number of tries in all.
+    async fn retry(&self, call: &Call<'_>, first: Result<Value>) -> (Result<Value>, u32) {
+        let mut error = match first {
+            Ok(value) => return (Ok(value), 1),
+            Err(error) => error,
+        };
+        let mut attempt = 1;
         let Call {
             page,
             ref method,
