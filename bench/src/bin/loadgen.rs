@@ -37,6 +37,13 @@ struct Args {
     /// (HTTP, signature, parse, durable queue) without the replies.
     #[arg(long)]
     no_replies: bool,
+    /// Offer this many webhooks per second in all (open loop), instead of sending the
+    /// next one as soon as an answer comes (closed loop, the host's top speed). Each
+    /// connection keeps its own schedule; a webhook that waits for its connection
+    /// because the answer before it came late is timed from when it was due, so the
+    /// host's stalls are counted in full (no coordinated omission).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
@@ -58,7 +65,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "# {}, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        "# {}, {}, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        args.rate
+            .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s")),
         if args.no_replies {
             "read receipts (no replies)"
         } else {
@@ -153,8 +162,12 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let log = args.latency_log.is_some();
     let ticks = cpu_ticks(pid);
     let started = Instant::now();
+    // Open loop: connection `c` sends at `started + (c + k * concurrency) / rate`.
+    let period = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(concurrency as f64 / rate.max(1) as f64));
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for connection in 0..concurrency {
         let (client, url, bodies, next, failures) = (
             client.clone(),
             url.clone(),
@@ -165,12 +178,24 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
             let mut sent_at = Vec::with_capacity(if log { 100_000 } else { 0 });
+            let mut due =
+                started + period.unwrap_or_default() * connection as u32 / concurrency as u32;
+            let mut previous_done = started;
             while started.elapsed() < run_for {
+                if period.is_some() && Instant::now() < due {
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((body, signature)) = bodies.get(i) else {
                     break;
                 };
-                let sent = Instant::now();
+                // Timed from when it was due if the connection was still busy then (the
+                // host's delay), else from now (a timer's lateness is the client's).
+                let sent = match period {
+                    Some(_) if previous_done > due => due,
+                    _ => Instant::now(),
+                };
+                due += period.unwrap_or_default();
                 let ok = client
                     .post(url.clone())
                     .header("x-hub-signature-256", signature.clone())
@@ -179,7 +204,8 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
                     .send()
                     .await
                     .is_ok_and(|r| r.status() == 200);
-                latencies.push(sent.elapsed().as_micros() as u32);
+                previous_done = Instant::now();
+                latencies.push((previous_done - sent).as_micros() as u32);
                 if log {
                     sent_at.push((sent - started).as_micros() as u64);
                 }
