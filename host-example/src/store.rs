@@ -4,7 +4,9 @@
 //!
 //! SQLite in WAL mode with `synchronous = NORMAL`: a committed event survives the
 //! process dying (it is in the WAL, handed to the OS); only a power cut between two
-//! checkpoints can lose the last ones. `":memory:"` keeps everything in memory.
+//! checkpoints can lose the last ones. While the WAL starts over, accepted events go
+//! to a side journal (`<path>-intake`) with the same promise. `":memory:"` keeps everything
+//! in memory.
 
 mod journal;
 
