@@ -135,11 +135,12 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let rss_idle = proc_field(pid, "status", "VmRSS:");
 
     // Bodies are made and signed before the clock starts, so the load generator
-    // spends its core on sending: enough for 40,000 webhooks/s.
+    // spends its core on sending: enough for 40,000 webhooks/s, or the offered rate.
     // Shared buffers and a parsed URL: each request costs this core a reference count,
     // not a copy and a parse.
+    let per_second = args.rate.map_or(40_000, |rate| rate + rate / 10 + 100);
     let bodies: Arc<Vec<(bytes::Bytes, reqwest::header::HeaderValue)>> = Arc::new(
-        (0..args.seconds.max(1) * 40_000)
+        (0..args.seconds.max(1) * per_second)
             .map(|seq| {
                 let body = if args.no_replies {
                     read_receipt(seq)
