@@ -329,7 +329,7 @@ impl Checkpointer {
         Ok(frames)
     }
 
-    /// Copies the WAL back; past the limit, has the writer restart it.
+    /// Copies the WAL back; past the limit, restarts it.
     fn round(&mut self) -> Result<(), StoreError> {
         let mut frames = self.passive()?;
         self.pace(frames);
