@@ -28,9 +28,48 @@ pub fn sign(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// How the benchmark bodies' message ids look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mids {
+    /// Random-looking, as Messenger's are today (`m_1fTq8oLumEyIp3Q2MR-aY7I…`): every
+    /// new id lands on a random page of the store's id index.
+    Random,
+    /// `m_<seq>_…`, in order: new ids land at the end of the index (what the
+    /// benchmarks used before 2026-11-26 07:40 UTC; kept to compare with them).
+    Sequential,
+}
+
+impl Mids {
+    /// The id of message `i` of Page `p` in webhook `seq`: unique for each triple.
+    pub fn mid(self, seq: u64, p: usize, i: usize) -> String {
+        match self {
+            // splitmix64 is a bijection: distinct `seq`s give distinct ids.
+            Mids::Random => format!(
+                "m_{:016x}{:016x}_{p}_{i}",
+                splitmix64(seq),
+                splitmix64(!seq)
+            ),
+            Mids::Sequential => format!("m_{seq}_{p}_{i}"),
+        }
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A webhook body with `items` text messages spread over the Pages, each with a unique
-/// `mid` from `seq`, padded with `padding` bytes of escaped text per message.
+/// random-looking `mid` from `seq`, padded with `padding` bytes of escaped text per
+/// message.
 pub fn webhook(seq: u64, items: usize, padding: usize) -> Vec<u8> {
+    webhook_with(seq, items, padding, Mids::Random)
+}
+
+/// [`webhook`] with the message ids shaped by `mids`.
+pub fn webhook_with(seq: u64, items: usize, padding: usize, mids: Mids) -> Vec<u8> {
     let pad = "\\u00e4".repeat(padding / 6);
     let entries: Vec<_> = PAGES
         .iter()
@@ -41,8 +80,9 @@ pub fn webhook(seq: u64, items: usize, padding: usize) -> Vec<u8> {
             let messaging: Vec<_> = (0..count)
                 .map(|i| {
                     format!(
-                        r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":"{page}"}},"timestamp":1700000000000,"message":{{"mid":"m_{seq}_{p}_{i}","text":"hello {seq}{pad}"}}}}"#,
-                        7_000_000_000_000_000u64 + seq % 100_000
+                        r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":"{page}"}},"timestamp":1700000000000,"message":{{"mid":"{}","text":"hello {seq}{pad}"}}}}"#,
+                        7_000_000_000_000_000u64 + seq % 100_000,
+                        mids.mid(seq, p, i)
                     )
                 })
                 .collect();
@@ -287,5 +327,25 @@ pub fn bin_dir(given: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
             .parent()
             .context("no exe folder")?
             .to_path_buf()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mids_are_unique_and_random_ones_are_out_of_order() {
+        let random: Vec<_> = (0..10_000).map(|seq| Mids::Random.mid(seq, 0, 0)).collect();
+        let unique: std::collections::HashSet<_> = random.iter().collect();
+        assert_eq!(unique.len(), random.len());
+        let in_order = random.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!(
+            (4_000..6_000).contains(&in_order),
+            "{in_order} of 9,999 neighbours in order: not random-looking"
+        );
+        assert_eq!(Mids::Sequential.mid(7, 1, 2), "m_7_1_2");
+        let body = String::from_utf8(webhook(5, 1, 0)).unwrap();
+        assert!(body.contains(&Mids::Random.mid(5, 0, 0)), "{body}");
     }
 }

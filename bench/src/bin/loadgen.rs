@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{read_receipt, sign, start_host, webhook, CountingGraph};
+use bench::{read_receipt, sign, start_host, webhook_with, CountingGraph, Mids};
 use clap::Parser;
 
 /// Load harness for host-example.
@@ -44,6 +44,10 @@ struct Args {
     /// host's stalls are counted in full (no coordinated omission).
     #[arg(long)]
     rate: Option<u64>,
+    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones, as the
+    /// benchmarks before 2026-11-26 07:40 UTC sent: cheaper for the store's id index.
+    #[arg(long)]
+    sequential_mids: bool,
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
@@ -65,9 +69,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "# {}, {}, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        "# {}, {}, {} mids, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
         args.rate
             .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s")),
+        if args.sequential_mids {
+            "sequential"
+        } else {
+            "random"
+        },
         if args.no_replies {
             "read receipts (no replies)"
         } else {
@@ -145,7 +154,16 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
                 let body = if args.no_replies {
                     read_receipt(seq)
                 } else {
-                    webhook(seq, 1, 0)
+                    webhook_with(
+                        seq,
+                        1,
+                        0,
+                        if args.sequential_mids {
+                            Mids::Sequential
+                        } else {
+                            Mids::Random
+                        },
+                    )
                 };
                 let signature = reqwest::header::HeaderValue::from_str(&sign(&body))
                     .expect("hex is a valid header value");
