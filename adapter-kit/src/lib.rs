@@ -24,6 +24,7 @@ mod executor;
 mod export;
 mod hosted;
 mod log;
+pub mod memory;
 mod secret;
 
 pub use crate::{
