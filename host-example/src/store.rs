@@ -399,6 +399,15 @@ impl Checkpointer {
     }
 }
 
+/// The writer's SQLite page cache, in KiB. Each new event id (Messenger's look
+/// random) lands on a random page of the id index; with SQLite's default 2 MiB most
+/// of those pages had to be read back from the file (c=64: 19.8k-21.0k webhooks/s,
+/// p99 10.9-11.4 ms; with 16 MiB, 22.3k-22.7k/s, 5.6-6.0 ms). Given back when idle.
+const CACHE_KIB: i64 = 16 * 1024;
+
+/// Idle time after which the writer gives its page cache's memory back.
+const SHRINK_AFTER: Duration = Duration::from_secs(2);
+
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -427,7 +436,19 @@ struct WriteLoop {
 
 impl WriteLoop {
     fn run(mut self, ops: std::sync::mpsc::Receiver<Op>) {
-        while let Ok(first) = ops.recv() {
+        let mut cached = false;
+        loop {
+            let first = match ops.recv_timeout(SHRINK_AFTER) {
+                Ok(op) => op,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if std::mem::take(&mut cached) {
+                        self.shrink();
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            cached = true;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match ops.try_recv() {
@@ -453,6 +474,14 @@ impl WriteLoop {
         if !self.journaled.is_empty() || !self.deferred.is_empty() {
             self.commit(&mut std::iter::empty());
         }
+    }
+
+    /// Gives back the page cache's memory once the writer has been idle a while.
+    fn shrink(&self) {
+        if let Err(err) = self.connection.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!("event store: {err}");
+        }
+        adapter_kit::memory::release_free_memory();
     }
 
     /// Applies operations in one transaction until they run out or one asks to
@@ -770,6 +799,7 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
         connection.busy_timeout(Duration::from_secs(5))?;
         migrate(&mut connection)?;
         let journal = recover(&mut connection, path)?;
