@@ -298,6 +298,13 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
             pct(1.0)
         );
     }
+    if args.detail {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        println!(
+            "|   | RSS 4 s after the load: {:.1} MiB |",
+            proc_field(pid, "status", "VmRSS:") as f64 / 1024.0
+        );
+    }
     if graph.count() != expected {
         println!(
             "(!) {} replies expected, {} received",
