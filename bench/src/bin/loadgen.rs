@@ -72,15 +72,15 @@ fn main() -> anyhow::Result<()> {
         "# {}, {}, {} mids, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
         args.rate
             .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s")),
-        if args.sequential_mids {
-            "sequential"
-        } else {
-            "random"
-        },
         if args.no_replies {
             "read receipts (no replies)"
         } else {
             "text messages (one reply each)"
+        },
+        if args.sequential_mids {
+            "sequential"
+        } else {
+            "random"
         },
         args.graph_latency_ms,
         if args.memory_queue {
