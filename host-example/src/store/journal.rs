@@ -33,8 +33,10 @@ pub(super) struct Record {
 pub(super) struct Journal {
     path: PathBuf,
     file: File,
-    /// Bytes of whole records in the file.
+    /// Bytes in the file.
     len: u64,
+    /// A failed write left part of a line that could not be cut back.
+    torn: bool,
 }
 
 impl Journal {
@@ -74,40 +76,60 @@ impl Journal {
             );
         }
         let len = file.metadata().map_err(failed)?.len();
-        Ok((Self { path, file, len }, records))
+        Ok((
+            Self {
+                path,
+                file,
+                len,
+                torn: false,
+            },
+            records,
+        ))
     }
 
-    /// Appends `records` with one `write()`. On failure nothing of them stays in the
-    /// file, so a later append cannot follow half a line.
+    /// Appends `records` with one `write()`. On failure, what part of them got in is
+    /// cut back; if even that fails, the next append starts on a new line, so that
+    /// the piece stays a line of its own (skipped at start-up) and cannot swallow the
+    /// next record.
     pub(super) fn append(&mut self, records: &[Record]) -> Result<(), StoreError> {
-        let mut lines = Vec::with_capacity(records.len() * 1024);
+        let mut lines = Vec::with_capacity(records.len() * 1024 + 1);
+        if self.torn {
+            lines.push(b'\n');
+        }
         for record in records {
             serde_json::to_writer(&mut lines, record).map_err(|e| StoreError(e.to_string()))?;
             lines.push(b'\n');
         }
+        let failed = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
         match self.file.write_all(&lines) {
+            Ok(()) if self.torn => {
+                self.len = self.file.metadata().map_err(failed)?.len();
+                self.torn = false;
+                Ok(())
+            }
             Ok(()) => {
                 self.len += lines.len() as u64;
                 Ok(())
             }
             Err(err) => {
-                // Cut back what part of the write got in (best effort: if this fails
-                // too, the next start-up skips the torn line).
-                let _ = self.file.set_len(self.len);
-                Err(StoreError(format!("{}: {err}", self.path.display())))
+                if self.file.set_len(self.len).is_err() {
+                    self.torn = true;
+                }
+                Err(failed(err))
             }
         }
     }
 
     /// Empties the journal once its records are committed in the database.
     pub(super) fn clear(&mut self) -> Result<(), StoreError> {
-        if self.len == 0 {
+        if self.len == 0 && !self.torn {
             return Ok(());
         }
         self.file
             .set_len(0)
             .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
         self.len = 0;
+        self.torn = false;
         Ok(())
     }
 }
@@ -120,7 +142,8 @@ mod tests {
         Record {
             channel: "m".into(),
             event_id: id.into(),
-            event: format!(r#"{{"event_id":"{id}","text":"line\nbreak"}}"#),
+            // A real line break inside: escaped in the journal's line.
+            event: format!("{{\"event_id\":\"{id}\",\"text\":\"line\nbreak\"}}"),
         }
     }
 
@@ -161,5 +184,28 @@ mod tests {
         journal.append(&[record("c")]).unwrap();
         drop(journal);
         assert_eq!(Journal::open(path).unwrap().1, [record("a"), record("c")]);
+    }
+
+    #[test]
+    fn a_piece_that_could_not_be_cut_back_does_not_swallow_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut journal, _) = Journal::open(path.clone()).unwrap();
+        journal.append(&[record("a")]).unwrap();
+        // A write that failed half-way, and a cut back that failed too.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(br#"{"channel":"m","event_"#)
+            .unwrap();
+        journal.torn = true;
+        journal.append(&[record("b")]).unwrap();
+        journal.append(&[record("c")]).unwrap();
+        drop(journal);
+        assert_eq!(
+            Journal::open(path).unwrap().1,
+            [record("a"), record("b"), record("c")]
+        );
     }
 }
