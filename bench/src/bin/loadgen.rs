@@ -99,6 +99,35 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The window of `--detail`'s p99 over time: shows a tail that grows with the run.
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// The p99 of each whole `window` of a run of `run_for`, from (sent at µs, latency
+/// µs) pairs; `None` for a run shorter than two windows.
+fn p99_by_window(timeline: &[(u64, u32)], run_for: Duration, window: Duration) -> Option<String> {
+    let width = window.as_micros() as u64;
+    let count = (run_for.as_micros() / window.as_micros()) as usize;
+    if count < 2 {
+        return None;
+    }
+    let mut windows = vec![Vec::new(); count];
+    for &(at, latency) in timeline {
+        // A partial window at the end is left out.
+        if let Some(w) = windows.get_mut((at / width) as usize) {
+            w.push(latency);
+        }
+    }
+    let p99s: Vec<String> = windows
+        .into_iter()
+        .map(|mut w| {
+            w.sort_unstable();
+            let p99 = w.get(w.len() * 99 / 100).copied().unwrap_or(0);
+            format!("{:.2}", f64::from(p99) / 1000.0)
+        })
+        .collect();
+    Some(p99s.join(" · "))
+}
+
 fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
@@ -178,7 +207,8 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let run_for = Duration::from_secs(args.seconds);
-    let log = args.latency_log.is_some();
+    // When each webhook was sent, for the log and the p99 by window.
+    let log = args.latency_log.is_some() || args.detail;
     let ticks = cpu_ticks(pid);
     let started = Instant::now();
     // Open loop: connection `c` sends at `started + (c + k * concurrency) / rate`.
@@ -236,16 +266,18 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         }));
     }
     let mut latencies = Vec::new();
-    let mut log_lines = String::new();
+    let mut timeline: Vec<(u64, u32)> = Vec::new();
     for task in tasks {
         let (task_latencies, sent_at) = task.await?;
-        for (at, latency) in sent_at.iter().zip(&task_latencies) {
-            log_lines.push_str(&format!("{at} {latency}\n"));
-        }
+        timeline.extend(sent_at.iter().copied().zip(task_latencies.iter().copied()));
         latencies.extend(task_latencies);
     }
     if let Some(path) = &args.latency_log {
-        std::fs::write(path, log_lines)?;
+        let lines: String = timeline
+            .iter()
+            .map(|(at, latency)| format!("{at} {latency}\n"))
+            .collect();
+        std::fs::write(path, lines)?;
     }
     let elapsed = started.elapsed();
     if elapsed < run_for {
@@ -297,6 +329,12 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
             pct(0.999),
             pct(1.0)
         );
+        if let Some(windows) = p99_by_window(&timeline, run_for, WINDOW) {
+            println!(
+                "|   | ack p99 by {} s window: {windows} ms |",
+                WINDOW.as_secs()
+            );
+        }
     }
     if args.detail {
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -313,4 +351,33 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_by_window_takes_each_whole_window_on_its_own() {
+        // 25 s: two whole 10 s windows, then a partial one that is left out.
+        let timeline: Vec<(u64, u32)> = (0..25_000u64)
+            .map(|ms| {
+                let latency = match ms / 10_000 {
+                    0 => 1_000,
+                    1 => 5_000,
+                    _ => 99_000,
+                };
+                (ms * 1_000, latency)
+            })
+            .collect();
+        let run_for = Duration::from_secs(25);
+        assert_eq!(
+            p99_by_window(&timeline, run_for, WINDOW).as_deref(),
+            Some("1.00 · 5.00")
+        );
+        assert_eq!(
+            p99_by_window(&timeline, Duration::from_secs(8), WINDOW),
+            None
+        );
+    }
 }
