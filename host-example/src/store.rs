@@ -1533,78 +1533,17 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_version_1_store_is_moved_to_the_current_layout_with_its_events() {
+    /// A store written by an older host: `layout` (SQL), then `rows` (SQL, with the
+    /// pending event "b" as `?1`), opened by this one. Checks what every move must
+    /// keep: "a" finished, "b" pending with one reply sent, both still known.
+    async fn moved_store(layout: &str, rows: &str) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite3");
         let pending = serde_json::to_string(&Stored::from(&event("b"))).unwrap();
-        {
-            // The layout the first host release wrote.
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE events (channel TEXT NOT NULL, event_id TEXT NOT NULL,
-                     seq INTEGER NOT NULL, state INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0,
-                     finished_ms INTEGER, event TEXT NOT NULL, PRIMARY KEY (channel, event_id))
-                     WITHOUT ROWID;
-                 CREATE INDEX events_finished ON events (finished_ms) WHERE state != 0;",
-            )
-            .unwrap();
-            old.execute(
-                "INSERT INTO events VALUES ('m', 'a', 1, 1, 1, 1, ''), ('m', 'b', 2, 0, 1, NULL, ?1)",
-                [&pending],
-            )
-            .unwrap();
-        }
-        let store = Store::open(&path, Duration::from_secs(60)).unwrap();
-        let waiting = store.pending().await.unwrap();
-        assert_eq!(waiting.len(), 1);
-        assert_eq!(waiting[0].event, event("b"));
-        assert_eq!(waiting[0].sent, 1, "progress is kept");
-        assert_eq!(
-            store.accept("m", &[event("a"), event("c")]).await.unwrap(),
-            [false, true],
-            "ids seen before the move are still remembered"
-        );
-        drop(store);
-        let check = Connection::open(&path).unwrap();
-        let version: i64 = check
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        let old_left: i64 = check
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        assert_eq!(old_left, 0, "the old table is gone");
-    }
-
-    #[tokio::test]
-    async fn a_version_2_store_gets_id_digests_and_keeps_its_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("q.sqlite3");
-        let pending = serde_json::to_string(&Stored::from(&event("b"))).unwrap();
-        {
-            // The layout of the second host release.
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE intake (seq INTEGER PRIMARY KEY, channel TEXT NOT NULL,
-                     event_id TEXT NOT NULL, state INTEGER NOT NULL,
-                     sent INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER, event TEXT NOT NULL);
-                 CREATE UNIQUE INDEX intake_id ON intake (channel, event_id);
-                 CREATE INDEX intake_finished ON intake (finished_ms) WHERE state != 0;
-                 PRAGMA user_version = 2;",
-            )
-            .unwrap();
-            old.execute(
-                "INSERT INTO intake (channel, event_id, state, sent, finished_ms, event)
-                 VALUES ('m', 'a', 1, 1, 1, ''), ('m', 'b', 0, 1, NULL, ?1)",
-                [&pending],
-            )
-            .unwrap();
-        }
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(layout).unwrap();
+        old.execute(rows, [&pending]).unwrap();
+        drop(old);
         let store = Store::open(&path, Duration::from_secs(60)).unwrap();
         let waiting = store.pending().await.unwrap();
         assert_eq!(waiting.len(), 1);
@@ -1616,29 +1555,75 @@ mod tests {
                 .await
                 .unwrap(),
             [false, false, true],
-            "ids seen before the move are still known by their digests"
+            "ids seen before the move are still known"
         );
-        store.finish("m", "b", Outcome::Done).unwrap();
-        assert!(store
-            .pending()
-            .await
-            .unwrap()
-            .iter()
-            .all(|p| p.event.event_id.as_str() != "b"));
+        (dir, store)
+    }
+
+    /// `PRAGMA user_version` and the names of the tables and indexes, after `store`.
+    fn layout_after(dir: &tempfile::TempDir, store: Store) -> (i64, Vec<String>) {
         drop(store);
-        let check = Connection::open(&path).unwrap();
-        let version: i64 = check
+        let check = Connection::open(dir.path().join("q.sqlite3")).unwrap();
+        let version = check
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        let indexes: Vec<String> = check
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        let names = check
+            .prepare("SELECT name FROM sqlite_master ORDER BY name")
             .unwrap()
             .query_map([], |row| row.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["intake_digest", "intake_finished"]);
+        (version, names)
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_moved_to_the_current_layout_with_its_events() {
+        // The layout the first host release wrote.
+        let (dir, store) = moved_store(
+            "CREATE TABLE events (channel TEXT NOT NULL, event_id TEXT NOT NULL,
+                 seq INTEGER NOT NULL, state INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0,
+                 finished_ms INTEGER, event TEXT NOT NULL, PRIMARY KEY (channel, event_id))
+                 WITHOUT ROWID;
+             CREATE INDEX events_finished ON events (finished_ms) WHERE state != 0;",
+            "INSERT INTO events VALUES ('m', 'a', 1, 1, 1, 1, ''), ('m', 'b', 2, 0, 1, NULL, ?1)",
+        )
+        .await;
+        let (version, names) = layout_after(&dir, store);
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(names, ["intake", "intake_digest", "intake_finished"]);
+    }
+
+    #[tokio::test]
+    async fn a_version_2_store_gets_id_digests_and_keeps_its_events() {
+        // The layout of the second host release.
+        let (dir, store) = moved_store(
+            "CREATE TABLE intake (seq INTEGER PRIMARY KEY, channel TEXT NOT NULL,
+                 event_id TEXT NOT NULL, state INTEGER NOT NULL,
+                 sent INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER, event TEXT NOT NULL);
+             CREATE UNIQUE INDEX intake_id ON intake (channel, event_id);
+             CREATE INDEX intake_finished ON intake (finished_ms) WHERE state != 0;
+             PRAGMA user_version = 2;",
+            "INSERT INTO intake (channel, event_id, state, sent, finished_ms, event)
+             VALUES ('m', 'a', 1, 1, 1, ''), ('m', 'b', 0, 1, NULL, ?1)",
+        )
+        .await;
+        store.finish("m", "b", Outcome::Done).unwrap();
+        let left: Vec<_> = store
+            .pending()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.event.event_id.to_string())
+            .collect();
+        assert_eq!(left, ["c"], "b is found by its digest to be finished");
+        let (version, names) = layout_after(&dir, store);
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            names,
+            ["intake", "intake_digest", "intake_finished"],
+            "the string index is gone"
+        );
     }
 
     #[tokio::test]
