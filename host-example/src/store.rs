@@ -731,12 +731,19 @@ const CONTAINS: &str =
 
 /// Whether (channel, event id) has a row.
 fn known(connection: &Connection, channel: &str, event_id: &str) -> rusqlite::Result<bool> {
+    known_by(connection, channel, event_id, id_digest(channel, event_id))
+}
+
+/// [`known`], with the id's digest already made.
+fn known_by(
+    connection: &Connection,
+    channel: &str,
+    event_id: &str,
+    digest: i64,
+) -> rusqlite::Result<bool> {
     connection
         .prepare_cached(CONTAINS)?
-        .query_row(
-            params![channel, event_id, id_digest(channel, event_id)],
-            |_| Ok(()),
-        )
+        .query_row(params![channel, event_id, digest], |_| Ok(()))
         .optional()
         .map(|found| found.is_some())
 }
@@ -748,15 +755,14 @@ fn insert_new(
     event_id: &str,
     event: &str,
 ) -> rusqlite::Result<bool> {
-    if known(connection, channel, event_id)? {
+    // One digest for the look and the insert: this runs for every accepted event.
+    let digest = id_digest(channel, event_id);
+    if known_by(connection, channel, event_id, digest)? {
         return Ok(false);
     }
-    connection.prepare_cached(INSERT)?.execute(params![
-        channel,
-        event_id,
-        event,
-        id_digest(channel, event_id)
-    ])?;
+    connection
+        .prepare_cached(INSERT)?
+        .execute(params![channel, event_id, event, digest])?;
     Ok(true)
 }
 

@@ -100,10 +100,9 @@ impl Journal {
             serde_json::to_writer(&mut lines, record).map_err(|e| StoreError(e.to_string()))?;
             lines.push(b'\n');
         }
-        let failed = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
         match self.file.write_all(&lines) {
             Ok(()) if self.torn => {
-                self.len = self.file.metadata().map_err(failed)?.len();
+                self.len = self.file.metadata().map_err(|e| self.io_error(e))?.len();
                 self.torn = false;
                 Ok(())
             }
@@ -115,9 +114,14 @@ impl Journal {
                 if self.file.set_len(self.len).is_err() {
                     self.torn = true;
                 }
-                Err(failed(err))
+                Err(self.io_error(err))
             }
         }
+    }
+
+    /// An I/O error on the journal, naming its file.
+    fn io_error(&self, e: std::io::Error) -> StoreError {
+        StoreError(format!("{}: {e}", self.path.display()))
     }
 
     /// Empties the journal once its records are committed in the database.
@@ -125,9 +129,7 @@ impl Journal {
         if self.len == 0 && !self.torn {
             return Ok(());
         }
-        self.file
-            .set_len(0)
-            .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
+        self.file.set_len(0).map_err(|e| self.io_error(e))?;
         self.len = 0;
         self.torn = false;
         Ok(())
