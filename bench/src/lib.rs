@@ -65,11 +65,25 @@ fn splitmix64(x: u64) -> u64 {
 /// random-looking `mid` from `seq`, padded with `padding` bytes of escaped text per
 /// message.
 pub fn webhook(seq: u64, items: usize, padding: usize) -> Vec<u8> {
-    webhook_with(seq, items, padding, Mids::Random)
+    webhook_with(seq, items, padding, Mids::Random, 1_700_000_000_000 + seq)
 }
 
-/// [`webhook`] with the message ids shaped by `mids`.
-pub fn webhook_with(seq: u64, items: usize, padding: usize, mids: Mids) -> Vec<u8> {
+/// When the events of webhook `seq` happened, in a stream of `per_second` webhooks
+/// from `start_ms` (Unix milliseconds): on time, less up to 2 s, as events reach a
+/// webhook somewhat late and out of order.
+pub fn event_time(start_ms: u64, seq: u64, per_second: u64) -> u64 {
+    (start_ms + seq * 1000 / per_second.max(1)).saturating_sub(splitmix64(seq) % 2000)
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// [`webhook`] with the message ids shaped by `mids`, the events timed `at_ms`.
+pub fn webhook_with(seq: u64, items: usize, padding: usize, mids: Mids, at_ms: u64) -> Vec<u8> {
     let pad = "\\u00e4".repeat(padding / 6);
     let entries: Vec<_> = PAGES
         .iter()
@@ -80,7 +94,7 @@ pub fn webhook_with(seq: u64, items: usize, padding: usize, mids: Mids) -> Vec<u
             let messaging: Vec<_> = (0..count)
                 .map(|i| {
                     format!(
-                        r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":"{page}"}},"timestamp":1700000000000,"message":{{"mid":"{}","text":"hello {seq}{pad}"}}}}"#,
+                        r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":"{page}"}},"timestamp":{at_ms},"message":{{"mid":"{}","text":"hello {seq}{pad}"}}}}"#,
                         7_000_000_000_000_000u64 + seq % 100_000,
                         mids.mid(seq, p, i)
                     )
@@ -347,5 +361,31 @@ mod tests {
         assert_eq!(Mids::Sequential.mid(7, 1, 2), "m_7_1_2");
         let body = String::from_utf8(webhook(5, 1, 0)).unwrap();
         assert!(body.contains(&Mids::Random.mid(5, 0, 0)), "{body}");
+    }
+
+    #[test]
+    fn event_times_follow_the_stream_at_most_two_seconds_late() {
+        let start = 1_800_000_000_000;
+        let times: Vec<_> = (0..20_000)
+            .map(|seq| event_time(start, seq, 1000))
+            .collect();
+        for (seq, &at) in times.iter().enumerate() {
+            let due = start + seq as u64;
+            assert!(at <= due && due - at < 2000, "{seq}: {at}");
+        }
+        let late = times
+            .iter()
+            .enumerate()
+            .filter(|&(seq, &at)| at + 1000 < start + seq as u64)
+            .count();
+        assert!(
+            (8_000..12_000).contains(&late),
+            "{late} of 20,000 over 1 s late"
+        );
+        let body = String::from_utf8(webhook_with(1, 1, 0, Mids::Random, times[7])).unwrap();
+        assert!(
+            body.contains(&format!("\"timestamp\":{}", times[7])),
+            "{body}"
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{read_receipt, sign, start_host, webhook_with, CountingGraph, Mids};
+use bench::{
+    event_time, now_ms, read_receipt, sign, start_host, webhook_with, CountingGraph, Mids,
+};
 use clap::Parser;
 
 /// Load harness for host-example.
@@ -48,6 +50,11 @@ struct Args {
     /// benchmarks before 2026-11-26 07:40 UTC sent: cheaper for the store's id index.
     #[arg(long)]
     sequential_mids: bool,
+    /// Give every event the same time (as the benchmarks before 2026-11-26 11:00 UTC
+    /// did) instead of about when it is sent: the store then finds no order in its
+    /// keys but the ids'.
+    #[arg(long)]
+    one_event_time: bool,
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
@@ -69,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "# {}, {}, {} mids, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
+        "# {}, {}, {} mids, events {}, graph latency {} ms, queue {}, host cpu {:?}, {} s per level",
         args.rate
             .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s")),
         if args.no_replies {
@@ -81,6 +88,11 @@ fn main() -> anyhow::Result<()> {
             "sequential"
         } else {
             "random"
+        },
+        if args.one_event_time {
+            "all at one time"
+        } else {
+            "timed as sent"
         },
         args.graph_latency_ms,
         if args.memory_queue {
@@ -177,6 +189,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     // Shared buffers and a parsed URL: each request costs this core a reference count,
     // not a copy and a parse.
     let per_second = args.rate.map_or(40_000, |rate| rate + rate / 10 + 100);
+    let start_ms = now_ms();
     let bodies: Arc<Vec<(bytes::Bytes, reqwest::header::HeaderValue)>> = Arc::new(
         (0..args.seconds.max(1) * per_second)
             .map(|seq| {
@@ -191,6 +204,11 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
                             Mids::Sequential
                         } else {
                             Mids::Random
+                        },
+                        if args.one_event_time {
+                            1_700_000_000_000
+                        } else {
+                            event_time(start_ms, seq, args.rate.unwrap_or(per_second))
                         },
                     )
                 };

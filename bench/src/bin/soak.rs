@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::bail;
-use bench::{sign, start_host, webhook, CountingGraph};
+use bench::{now_ms, sign, start_host, webhook_with, CountingGraph, Mids};
 use clap::Parser;
 
 /// Soak test for host-example.
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seq = 0u64;
     while started.elapsed() < run_for {
         tick.tick().await;
-        let body = webhook(seq, 1, 0);
+        let body = webhook_with(seq, 1, 0, Mids::Random, now_ms());
         seq += 1;
         let signature = sign(&body);
         let (client, url, ok_count, refused_count) = (
