@@ -305,11 +305,11 @@ impl Dispatcher {
                         "reply sent"
                     );
                     if i + 1 < total {
-                        self.note(self.inner.store.progress(
-                            &channel.name,
-                            &event.event_id,
-                            (i + 1) as u32,
-                        ));
+                        self.note(
+                            self.inner
+                                .store
+                                .progress(&channel.name, event, (i + 1) as u32),
+                        );
                     }
                 }
                 Err(err) if err.kind == ErrorKind::SHUT_DOWN => {
@@ -339,11 +339,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.note(
-            self.inner
-                .store
-                .finish(&channel.name, &event.event_id, outcome),
-        );
+        self.note(self.inner.store.finish(&channel.name, event, outcome));
     }
 
     fn note(&self, result: Result<(), StoreError>) {

@@ -86,19 +86,25 @@ struct Memory {
     max: usize,
 }
 
-/// The layout, version 3. Rows are appended in arrival order (`seq` is the rowid), so a
+/// The layout, version 4. Rows are appended in arrival order (`seq` is the rowid), so a
 /// batch of accepts and the finishes of recent events touch a few pages at the end of
-/// the table; only the id index takes one random page per event. (Version 1 kept the
-/// rows themselves in id order, WITHOUT ROWID: every accept and every finish rewrote a
-/// random page, twice the WAL volume, and the checkpoints that copy it back were the
-/// acknowledgement's slowest moments.)
+/// the table. (Version 1 kept the rows in id order, WITHOUT ROWID: every accept and
+/// every finish rewrote a random page.)
 ///
-/// Version 3 indexes a 64-bit digest of (channel, event id) instead of the two strings
-/// (version 2's unique `intake_id`): Messenger's ids look random, so each new one
-/// lands on a random leaf, and with entries a sixth the size the index has a sixth of
-/// the leaves for the checkpoints to copy back (60 s at 13,500 webhooks/s: p99 9.4 ->
-/// 4.4 ms). Uniqueness is the writer's: it is the only one, and it looks before it
-/// inserts ([`insert_new`]); two ids sharing a digest are told apart by the row.
+/// A row is found by its key: the event's own time, then a 64-bit digest of (channel,
+/// event id) (`intake_key`). A redelivery carries the same id and time (the contract
+/// asks it of channels: Messenger's are byte-identical), so it finds its row; and as
+/// events arrive about in the order they happened, new keys land at the end of the
+/// index, like the rows, and pruning takes from its start. Versions 2 and 3 indexed
+/// the id alone (the two strings, then the digest). Messenger's ids look random, so
+/// each new one dirtied a random leaf of an index that grows all day, and the
+/// checkpoints copying those leaves back slowed the acknowledgements more the longer
+/// the host ran.
+///
+/// Uniqueness is the writer's: it is the only one, and it looks before it inserts
+/// ([`Key::insert_new`]); two events sharing a key are told apart by the row. Rows
+/// moved from older layouts have no time ([`UNKNOWN_MS`]); while any is left, a
+/// lookup also looks among them.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS intake (
     seq         INTEGER PRIMARY KEY,    -- arrival order: SQLite numbers new rows
@@ -108,14 +114,24 @@ CREATE TABLE IF NOT EXISTS intake (
     sent        INTEGER NOT NULL DEFAULT 0,
     finished_ms INTEGER,
     event       TEXT NOT NULL,
-    id_digest   INTEGER NOT NULL DEFAULT 0  -- id_digest(channel, event_id)
+    id_digest   INTEGER NOT NULL DEFAULT 0,  -- id_digest(channel, event_id)
+    event_ms    INTEGER NOT NULL DEFAULT -1  -- the event's own time; -1: UNKNOWN_MS
 );
-CREATE INDEX IF NOT EXISTS intake_digest ON intake (id_digest);
+CREATE INDEX IF NOT EXISTS intake_key ON intake (event_ms, id_digest);
 CREATE INDEX IF NOT EXISTS intake_finished ON intake (finished_ms) WHERE state != 0;
 ";
 
 /// The layout version, in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
+
+/// The time of rows moved from layouts that did not keep it (and of journal lines
+/// from hosts that did not): no event's own time is negative.
+pub(crate) const UNKNOWN_MS: i64 = -1;
+
+/// An event's own time as its key holds it.
+fn event_ms(event: &InboundEvent) -> i64 {
+    i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX)
+}
 
 /// The first 8 bytes of SHA-256(channel, 0, event id): stable across releases, as the
 /// layout needs.
@@ -131,9 +147,10 @@ fn id_digest(channel: &str, event_id: &str) -> i64 {
     i64::from_le_bytes(first)
 }
 
-/// Creates the tables, or brings an older store to version 3 with its rows, pending
+/// Creates the tables, or brings an older store to version 4 with its rows, pending
 /// ones included, in one transaction: version 1 (table `events`) is copied into
-/// `intake`; version 2 gets the digest column, filled, and loses its string index.
+/// `intake`; version 2 gets the digest column, filled; the old id indexes give way to
+/// `intake_key`, with the moved rows' time unknown.
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
@@ -149,6 +166,9 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     )?;
     if has_intake && version < 3 {
         tx.execute_batch("ALTER TABLE intake ADD COLUMN id_digest INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if has_intake && version < 4 {
+        tx.execute_batch("ALTER TABLE intake ADD COLUMN event_ms INTEGER NOT NULL DEFAULT -1")?;
     }
     tx.execute_batch(SCHEMA)?;
     let old: bool = tx.query_row(
@@ -185,7 +205,9 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
             set.execute(params![seq, id_digest(channel, event_id)])?;
         }
         drop(set);
-        tx.execute_batch("DROP INDEX IF EXISTS intake_id")?;
+    }
+    if version < 4 {
+        tx.execute_batch("DROP INDEX IF EXISTS intake_id; DROP INDEX IF EXISTS intake_digest")?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -205,17 +227,15 @@ type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
 enum Op {
     Accept {
         channel: String,
-        rows: Vec<(String, String)>,
+        rows: Vec<Row>,
         reply: Reply<Vec<bool>>,
     },
     Progress {
-        channel: String,
-        event_id: String,
+        event: EventRef,
         sent: u32,
     },
     Finish {
-        channel: String,
-        event_id: String,
+        event: EventRef,
         state: i64,
     },
     Prune {
@@ -226,8 +246,7 @@ enum Op {
         reply: Reply<Vec<Pending>>,
     },
     Contains {
-        channel: String,
-        event_id: String,
+        event: EventRef,
         reply: Reply<bool>,
     },
     /// The checkpointer is about to restart the WAL: commit what came before, then
@@ -238,6 +257,38 @@ enum Op {
     },
     /// The WAL has started over: move the journal into the database and go on.
     Resume,
+}
+
+/// An event to accept: its id, its own time and its stored JSON.
+struct Row {
+    event_id: String,
+    at_ms: i64,
+    json: String,
+}
+
+/// An accepted event, as an operation names it.
+struct EventRef {
+    channel: String,
+    event_id: String,
+    at_ms: i64,
+}
+
+impl EventRef {
+    fn new(channel: &str, event: &InboundEvent) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            event_id: event.event_id.to_string(),
+            at_ms: event_ms(event),
+        }
+    }
+
+    fn key(&self) -> Key<'_> {
+        Key {
+            channel: &self.channel,
+            event_id: &self.event_id,
+            at_ms: self.at_ms,
+        }
+    }
 }
 
 /// What the checkpointer thread is told.
@@ -497,6 +548,8 @@ struct WriteLoop {
     deferred: Vec<Op>,
     /// Events accepted through the journal so far.
     diverted: Arc<AtomicU64>,
+    /// Rows without a time ([`UNKNOWN_MS`]) are left: lookups look among them too.
+    legacy: bool,
 }
 
 impl WriteLoop {
@@ -563,14 +616,16 @@ impl WriteLoop {
             batch.push(op);
         }
         let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let prunes = batch.iter().any(|op| matches!(op, Op::Prune { .. }));
         let mut batch = batch.into_iter();
+        let legacy = self.legacy;
         let committed = (|| -> Result<(), StoreError> {
             let tx = self.connection.transaction()?;
             for r in &self.journaled {
-                insert_new(&tx, &r.channel, &r.event_id, &r.event)?;
+                r.key().insert_new(&tx, legacy, &r.event)?;
             }
             for op in batch.by_ref() {
-                apply(&tx, op, &mut answers);
+                apply(&tx, legacy, op, &mut answers);
             }
             tx.commit()?;
             Ok(())
@@ -578,6 +633,10 @@ impl WriteLoop {
         let failure = committed.err();
         match &failure {
             None => {
+                if prunes && self.legacy {
+                    // Pruning may have taken the last rows without a time.
+                    self.legacy = has_unknown(&self.connection).unwrap_or(true);
+                }
                 self.journaled.clear();
                 self.journaled_ids.clear();
                 // Also retries a clear that failed after an earlier commit.
@@ -693,22 +752,23 @@ impl WriteLoop {
     fn accept_aside(
         &mut self,
         channel: String,
-        rows: Vec<(String, String)>,
+        rows: Vec<Row>,
         fresh: &mut Vec<Record>,
     ) -> Result<Vec<bool>, StoreError> {
         let mut answer = Vec::with_capacity(rows.len());
-        for (event_id, event) in rows {
-            let key = (channel.clone(), event_id);
-            let new =
-                !self.journaled_ids.contains(&key) && !known(&self.connection, &key.0, &key.1)?;
+        for row in rows {
+            let record = Record {
+                channel: channel.clone(),
+                event_id: row.event_id,
+                at_ms: row.at_ms,
+                event: row.json,
+            };
+            let id = (record.channel.clone(), record.event_id.clone());
+            let new = !self.journaled_ids.contains(&id)
+                && record.key().find(&self.connection, self.legacy)?.is_none();
             if new {
-                let (channel, event_id) = key.clone();
-                self.journaled_ids.insert(key);
-                fresh.push(Record {
-                    channel,
-                    event_id,
-                    event,
-                });
+                self.journaled_ids.insert(id);
+                fresh.push(record);
             }
             answer.push(new);
         }
@@ -723,52 +783,94 @@ impl WriteLoop {
     }
 }
 
-const INSERT: &str = "INSERT INTO intake (channel, event_id, state, event, id_digest)
-                      VALUES (?1, ?2, 0, ?3, ?4)";
-
-const CONTAINS: &str =
-    "SELECT 1 FROM intake WHERE id_digest = ?3 AND channel = ?1 AND event_id = ?2";
-
-/// Whether (channel, event id) has a row.
-fn known(connection: &Connection, channel: &str, event_id: &str) -> rusqlite::Result<bool> {
-    known_by(connection, channel, event_id, id_digest(channel, event_id))
+/// What identifies an event's row: its channel, its id and its own time.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    channel: &'a str,
+    event_id: &'a str,
+    at_ms: i64,
 }
 
-/// [`known`], with the id's digest already made.
-fn known_by(
-    connection: &Connection,
-    channel: &str,
-    event_id: &str,
-    digest: i64,
-) -> rusqlite::Result<bool> {
-    connection
-        .prepare_cached(CONTAINS)?
-        .query_row(params![channel, event_id, digest], |_| Ok(()))
-        .optional()
-        .map(|found| found.is_some())
-}
-
-/// Inserts a pending event unless its (channel, event id) has a row; whether it did.
-fn insert_new(
-    connection: &Connection,
-    channel: &str,
-    event_id: &str,
-    event: &str,
-) -> rusqlite::Result<bool> {
-    // One digest for the look and the insert: this runs for every accepted event.
-    let digest = id_digest(channel, event_id);
-    if known_by(connection, channel, event_id, digest)? {
-        return Ok(false);
+impl Key<'_> {
+    /// The event's row (its `seq`), if it has one. With `legacy`, also looks among the
+    /// rows without a time.
+    fn find(self, connection: &Connection, legacy: bool) -> rusqlite::Result<Option<i64>> {
+        self.find_by(connection, legacy, id_digest(self.channel, self.event_id))
     }
-    connection
-        .prepare_cached(INSERT)?
-        .execute(params![channel, event_id, event, digest])?;
-    Ok(true)
+
+    /// [`Key::find`], with the id's digest already made.
+    fn find_by(
+        self,
+        connection: &Connection,
+        legacy: bool,
+        digest: i64,
+    ) -> rusqlite::Result<Option<i64>> {
+        let mut find = connection.prepare_cached(
+            "SELECT seq FROM intake
+             WHERE event_ms = ?1 AND id_digest = ?2 AND channel = ?3 AND event_id = ?4",
+        )?;
+        let mut at = |at_ms: i64| {
+            find.query_row(params![at_ms, digest, self.channel, self.event_id], |row| {
+                row.get(0)
+            })
+            .optional()
+        };
+        match at(self.at_ms)? {
+            None if legacy && self.at_ms != UNKNOWN_MS => at(UNKNOWN_MS),
+            found => Ok(found),
+        }
+    }
+
+    /// Inserts a pending event unless it has a row; whether it did.
+    fn insert_new(
+        self,
+        connection: &Connection,
+        legacy: bool,
+        event: &str,
+    ) -> rusqlite::Result<bool> {
+        // One digest for the look and the insert: this runs for every accepted event.
+        let digest = id_digest(self.channel, self.event_id);
+        if self.find_by(connection, legacy, digest)?.is_some() {
+            return Ok(false);
+        }
+        connection
+            .prepare_cached(
+                "INSERT INTO intake (channel, event_id, state, event, id_digest, event_ms)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                self.channel,
+                self.event_id,
+                event,
+                digest,
+                self.at_ms
+            ])?;
+        Ok(true)
+    }
+}
+
+impl Record {
+    fn key(&self) -> Key<'_> {
+        Key {
+            channel: &self.channel,
+            event_id: &self.event_id,
+            at_ms: self.at_ms,
+        }
+    }
+}
+
+/// Whether rows without a time (moved from an older layout) are left.
+fn has_unknown(connection: &Connection) -> rusqlite::Result<bool> {
+    connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM intake WHERE event_ms = ?1)",
+        [UNKNOWN_MS],
+        |row| row.get(0),
+    )
 }
 
 /// Applies one operation inside the open transaction; queues its answer for after the
 /// commit (an answer gets the commit's error, if any, instead of its result).
-fn apply(tx: &rusqlite::Transaction<'_>, op: Op, answers: &mut Vec<Answer>) {
+fn apply(tx: &rusqlite::Transaction<'_>, legacy: bool, op: Op, answers: &mut Vec<Answer>) {
     fn answer<T: Send + 'static>(
         answers: &mut Vec<Answer>,
         reply: Reply<T>,
@@ -789,52 +891,38 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, answers: &mut Vec<Answer>) {
         } => {
             let result = rows
                 .iter()
-                .map(|(event_id, json)| insert_new(tx, &channel, event_id, json))
+                .map(|row| {
+                    let key = Key {
+                        channel: &channel,
+                        event_id: &row.event_id,
+                        at_ms: row.at_ms,
+                    };
+                    key.insert_new(tx, legacy, &row.json)
+                })
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(StoreError::from);
             answer(answers, reply, result);
         }
-        Op::Progress {
-            channel,
-            event_id,
-            sent,
-        } => {
-            let result = tx
-                .prepare_cached(
-                    "UPDATE intake SET sent = ?3
-                     WHERE id_digest = ?4 AND channel = ?1 AND event_id = ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        channel,
-                        event_id,
-                        sent,
-                        id_digest(&channel, &event_id)
-                    ])
-                });
+        Op::Progress { event, sent } => {
+            let result = update(
+                tx,
+                legacy,
+                &event,
+                "UPDATE intake SET sent = ?2 WHERE seq = ?1",
+                params![sent],
+            );
             if let Err(err) = result {
                 tracing::error!("event store: {err}");
             }
         }
-        Op::Finish {
-            channel,
-            event_id,
-            state,
-        } => {
-            let result = tx
-                .prepare_cached(
-                    "UPDATE intake SET state = ?3, finished_ms = ?4, event = ''
-                     WHERE id_digest = ?5 AND channel = ?1 AND event_id = ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        channel,
-                        event_id,
-                        state,
-                        now_ms(),
-                        id_digest(&channel, &event_id)
-                    ])
-                });
+        Op::Finish { event, state } => {
+            let result = update(
+                tx,
+                legacy,
+                &event,
+                "UPDATE intake SET state = ?2, finished_ms = ?3, event = '' WHERE seq = ?1",
+                params![state, now_ms()],
+            );
             if let Err(err) = result {
                 tracing::error!("event store: {err}");
             }
@@ -852,15 +940,32 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, answers: &mut Vec<Answer>) {
             let _ = reply.send(Ok(()));
         }
         Op::Resume => {}
-        Op::Contains {
-            channel,
-            event_id,
-            reply,
-        } => {
-            let result = known(tx, &channel, &event_id).map_err(StoreError::from);
+        Op::Contains { event, reply } => {
+            let result = event
+                .key()
+                .find(tx, legacy)
+                .map(|found| found.is_some())
+                .map_err(StoreError::from);
             answer(answers, reply, result);
         }
     }
+}
+
+/// Runs `sql` on `event`'s row, if it has one: `?1` is its `seq`, `values` the rest.
+fn update(
+    tx: &rusqlite::Transaction<'_>,
+    legacy: bool,
+    event: &EventRef,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<()> {
+    let Some(seq) = event.key().find(tx, legacy)? else {
+        return Ok(());
+    };
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&seq];
+    all.extend_from_slice(values);
+    tx.prepare_cached(sql)?.execute(all.as_slice())?;
+    Ok(())
 }
 
 fn read_pending(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Pending>, StoreError> {
@@ -893,9 +998,10 @@ fn recover(connection: &mut Connection, path: &Path) -> Result<Journal, StoreErr
     let (mut journal, records) = Journal::open(Journal::path_for(path))?;
     if !records.is_empty() {
         let tx = connection.transaction()?;
+        let legacy = has_unknown(&tx)?;
         let mut moved = 0;
         for r in &records {
-            moved += usize::from(insert_new(&tx, &r.channel, &r.event_id, &r.event)?);
+            moved += usize::from(r.key().insert_new(&tx, legacy, &r.event)?);
         }
         tx.commit()?;
         tracing::info!(
@@ -932,6 +1038,7 @@ impl Store {
         connection.busy_timeout(Duration::from_secs(5))?;
         migrate(&mut connection)?;
         let journal = recover(&mut connection, path)?;
+        let legacy = has_unknown(&connection)?;
         let checkpoints = Connection::open(path)?;
         // NORMAL as the writer: the default, FULL, would also sync the WAL at the
         // commit that starts a new WAL, on top of its header's sync.
@@ -970,6 +1077,7 @@ impl Store {
             diverting: false,
             deferred: Vec::new(),
             diverted: Arc::clone(&diverted),
+            legacy,
         };
         let thread = spawn("event-store", Box::new(move || write_loop.run(receiver)))?;
         let writer = ops.clone();
@@ -1027,7 +1135,11 @@ impl Store {
                     .iter()
                     .map(|event| {
                         serde_json::to_string(&Stored::from(event))
-                            .map(|json| (event.event_id.to_string(), json))
+                            .map(|json| Row {
+                                event_id: event.event_id.to_string(),
+                                at_ms: event_ms(event),
+                                json,
+                            })
                             .map_err(|e| StoreError(e.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -1054,11 +1166,15 @@ impl Store {
 
     /// Notes that the first `sent` replies of an event went out (written with the
     /// next batch).
-    pub fn progress(&self, channel: &str, event_id: &str, sent: u32) -> Result<(), StoreError> {
+    pub fn progress(
+        &self,
+        channel: &str,
+        event: &InboundEvent,
+        sent: u32,
+    ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(writer) => writer.send(Op::Progress {
-                channel: channel.to_owned(),
-                event_id: event_id.to_owned(),
+                event: EventRef::new(channel, event),
                 sent,
             }),
             Backend::Memory(_) => Ok(()),
@@ -1070,13 +1186,12 @@ impl Store {
     pub fn finish(
         &self,
         channel: &str,
-        event_id: &str,
+        event: &InboundEvent,
         outcome: Outcome,
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(writer) => writer.send(Op::Finish {
-                channel: channel.to_owned(),
-                event_id: event_id.to_owned(),
+                event: EventRef::new(channel, event),
                 state: match outcome {
                     Outcome::Done => 1,
                     Outcome::Failed => 2,
@@ -1085,7 +1200,7 @@ impl Store {
             Backend::Memory(memory) => {
                 let now = now_ms();
                 let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
-                let key = (channel.to_owned(), event_id.to_owned());
+                let key = (channel.to_owned(), event.event_id.to_string());
                 if let Some(slot) = memory.seen.get_mut(&key) {
                     *slot = Some(now);
                     memory.finished.push_back((key, now));
@@ -1136,23 +1251,18 @@ impl Store {
         }
     }
 
-    /// Whether an event id is known (pending or remembered), after earlier writes.
-    pub async fn contains(&self, channel: &str, event_id: &str) -> Result<bool, StoreError> {
+    /// Whether an event is known (pending or remembered), after earlier writes.
+    pub async fn contains(&self, channel: &str, event: &InboundEvent) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Sqlite(writer) => {
-                let (channel, event_id) = (channel.to_owned(), event_id.to_owned());
-                Self::ask(writer, |reply| Op::Contains {
-                    channel,
-                    event_id,
-                    reply,
-                })
-                .await
+                let event = EventRef::new(channel, event);
+                Self::ask(writer, |reply| Op::Contains { event, reply }).await
             }
             Backend::Memory(memory) => Ok(memory
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .seen
-                .contains_key(&(channel.to_owned(), event_id.to_owned()))),
+                .contains_key(&(channel.to_owned(), event.event_id.to_string()))),
         }
     }
 }
@@ -1300,6 +1410,7 @@ mod tests {
     fn event(id: &str) -> InboundEvent {
         let mut e = InboundEvent::new(EventKind::MESSAGE);
         e.event_id = id.into();
+        e.timestamp_ms = 1_700_000_000_000;
         e.account_id = "page".into();
         e.sender_id = "user".into();
         e.text = ROption::RSome("hi".into());
@@ -1326,8 +1437,8 @@ mod tests {
                 store.accept("m", &[event("b"), event("c")]).await.unwrap(),
                 [false, true]
             );
-            store.progress("m", "c", 1).unwrap();
-            store.finish("m", "a", Outcome::Done).unwrap();
+            store.progress("m", &event("c"), 1).unwrap();
+            store.finish("m", &event("a"), Outcome::Done).unwrap();
         } // dropping the store commits what it was given
         let store = Store::open(&path, Duration::from_secs(60)).unwrap();
         let pending = store.pending().await.unwrap();
@@ -1409,7 +1520,7 @@ mod tests {
                         e.text = ROption::RSome("x".repeat(6_000).into());
                         store.accept("m", &[e]).await.unwrap();
                         store
-                            .finish("m", &format!("{w}-{i}"), Outcome::Done)
+                            .finish("m", &event(&format!("{w}-{i}")), Outcome::Done)
                             .unwrap();
                     }
                 })
@@ -1466,7 +1577,7 @@ mod tests {
         assert_eq!(store.accept("m", &[event("c")]).await.unwrap(), [true]);
         assert_eq!(store.diverted(), 2);
         assert!(std::fs::metadata(&journal).unwrap().len() > 0);
-        store.finish("m", "b", Outcome::Done).unwrap();
+        store.finish("m", &event("b"), Outcome::Done).unwrap();
         // Anything but an accept waits for the WAL.
         let pending = tokio::spawn({
             let store = std::sync::Arc::clone(&store);
@@ -1486,7 +1597,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "c"], "b was finished after it was moved in");
         assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
-        assert!(store.contains("m", "b").await.unwrap());
+        assert!(store.contains("m", &event("b")).await.unwrap());
         assert_eq!(store.accept("m", &[event("c")]).await.unwrap(), [false]);
     }
 
@@ -1497,13 +1608,14 @@ mod tests {
         {
             let store = Store::open(&path, Duration::from_secs(60)).unwrap();
             store.accept("m", &[event("a")]).await.unwrap();
-            store.finish("m", "a", Outcome::Done).unwrap();
+            store.finish("m", &event("a"), Outcome::Done).unwrap();
         }
         // What a host killed while diverting leaves behind: "a" again (already in the
         // database), then two new ones.
         let record = |id: &str| Record {
             channel: "m".into(),
             event_id: id.into(),
+            at_ms: event_ms(&event(id)),
             event: serde_json::to_string(&Stored::from(&event(id))).unwrap(),
         };
         let (mut journal, _) = Journal::open(Journal::path_for(&path)).unwrap();
@@ -1529,12 +1641,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.sqlite3"), Duration::ZERO).unwrap();
         store.accept("m", &[event("a"), event("b")]).await.unwrap();
-        store.finish("m", "a", Outcome::Failed).unwrap();
+        store.finish("m", &event("a"), Outcome::Failed).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(store.prune().await.unwrap(), 1);
-        assert!(!store.contains("m", "a").await.unwrap());
+        assert!(!store.contains("m", &event("a")).await.unwrap());
         assert!(
-            store.contains("m", "b").await.unwrap(),
+            store.contains("m", &event("b")).await.unwrap(),
             "pending events are never pruned"
         );
     }
@@ -1597,7 +1709,7 @@ mod tests {
         .await;
         let (version, names) = layout_after(&dir, store);
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(names, ["intake", "intake_digest", "intake_finished"]);
+        assert_eq!(names, ["intake", "intake_finished", "intake_key"]);
     }
 
     #[tokio::test]
@@ -1614,7 +1726,7 @@ mod tests {
              VALUES ('m', 'a', 1, 1, 1, ''), ('m', 'b', 0, 1, NULL, ?1)",
         )
         .await;
-        store.finish("m", "b", Outcome::Done).unwrap();
+        store.finish("m", &event("b"), Outcome::Done).unwrap();
         let left: Vec<_> = store
             .pending()
             .await
@@ -1627,23 +1739,95 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(
             names,
-            ["intake", "intake_digest", "intake_finished"],
+            ["intake", "intake_finished", "intake_key"],
             "the string index is gone"
         );
     }
 
     #[tokio::test]
-    async fn two_ids_with_the_same_digest_are_told_apart() {
+    async fn a_version_3_store_keys_its_rows_by_time_and_keeps_its_events() {
+        // The layout of the third host release: the digest alone.
+        let digest = |id| id_digest("m", id);
+        let (dir, store) = moved_store(
+            &format!(
+                "CREATE TABLE intake (seq INTEGER PRIMARY KEY, channel TEXT NOT NULL,
+                     event_id TEXT NOT NULL, state INTEGER NOT NULL,
+                     sent INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER, event TEXT NOT NULL,
+                     id_digest INTEGER NOT NULL DEFAULT 0);
+                 CREATE INDEX intake_digest ON intake (id_digest);
+                 CREATE INDEX intake_finished ON intake (finished_ms) WHERE state != 0;
+                 PRAGMA user_version = 3;
+                 INSERT INTO intake (channel, event_id, state, sent, finished_ms, event, id_digest)
+                 VALUES ('m', 'a', 1, 1, 1, '', {});",
+                digest("a")
+            ),
+            &format!(
+                "INSERT INTO intake (channel, event_id, state, sent, event, id_digest)
+                 VALUES ('m', 'b', 0, 1, ?1, {})",
+                digest("b")
+            ),
+        )
+        .await;
+        // "b" has no time in the store, and is found with its own.
+        store.finish("m", &event("b"), Outcome::Done).unwrap();
+        assert!(store.contains("m", &event("b")).await.unwrap());
+        let left: Vec<_> = store
+            .pending()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.event.event_id.to_string())
+            .collect();
+        assert_eq!(left, ["c"]);
+        let (version, names) = layout_after(&dir, store);
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(names, ["intake", "intake_finished", "intake_key"]);
+    }
+
+    #[tokio::test]
+    async fn an_event_is_found_by_its_id_and_its_own_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.sqlite3"), Duration::from_secs(60)).unwrap();
+        let at = |ms: u64| {
+            let mut e = event("a");
+            e.timestamp_ms = ms;
+            e
+        };
+        assert_eq!(store.accept("m", &[at(5)]).await.unwrap(), [true]);
+        assert_eq!(
+            store.accept("m", &[at(5)]).await.unwrap(),
+            [false],
+            "a redelivery carries the same time"
+        );
+        assert_eq!(
+            store.accept("m", &[at(6)]).await.unwrap(),
+            [true],
+            "the key holds the time: at another one it is another event"
+        );
+        store.finish("m", &at(5), Outcome::Done).unwrap();
+        let left: Vec<_> = store
+            .pending()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.event.timestamp_ms)
+            .collect();
+        assert_eq!(left, [6], "the finish found the row by id and time");
+        assert!(!store.contains("m", &at(7)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn two_ids_with_the_same_key_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite3");
         drop(Store::open(&path, Duration::from_secs(60)).unwrap());
-        // A row for "x" filed under the digest of "y", as a collision would be.
+        // A row for "x" filed under the key of "y", as a collision would be.
         Connection::open(&path)
             .unwrap()
             .execute(
-                "INSERT INTO intake (channel, event_id, state, event, id_digest)
-                 VALUES ('m', 'x', 0, '{}', ?1)",
-                [id_digest("m", "y")],
+                "INSERT INTO intake (channel, event_id, state, event, id_digest, event_ms)
+                 VALUES ('m', 'x', 0, '{}', ?1, ?2)",
+                [id_digest("m", "y"), event_ms(&event("y"))],
             )
             .unwrap();
         let store = Store::open(&path, Duration::from_secs(60)).unwrap();
@@ -1677,10 +1861,10 @@ mod tests {
         for i in 0..10 {
             let id = format!("e{i}");
             assert_eq!(store.accept("m", &[event(&id)]).await.unwrap(), [true]);
-            store.finish("m", &id, Outcome::Done).unwrap();
+            store.finish("m", &event(&id), Outcome::Done).unwrap();
         }
-        assert!(!store.contains("m", "e0").await.unwrap());
-        assert!(store.contains("m", "e9").await.unwrap());
+        assert!(!store.contains("m", &event("e0")).await.unwrap());
+        assert!(store.contains("m", &event("e9")).await.unwrap());
         assert_eq!(store.accept("m", &[event("e9")]).await.unwrap(), [false]);
         assert!(store.pending().await.unwrap().is_empty());
     }

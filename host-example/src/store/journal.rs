@@ -18,13 +18,21 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{StoreError, UNKNOWN_MS};
+
+fn unknown_ms() -> i64 {
+    UNKNOWN_MS
+}
 
 /// An accepted event as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Record {
     pub(super) channel: String,
     pub(super) event_id: String,
+    /// The event's own time, part of its key in the database; [`UNKNOWN_MS`] in the
+    /// lines of hosts from before it was kept.
+    #[serde(default = "unknown_ms")]
+    pub(super) at_ms: i64,
     /// The event's stored JSON, as the `intake` table's `event` column holds it.
     pub(super) event: String,
 }
@@ -144,6 +152,7 @@ mod tests {
         Record {
             channel: "m".into(),
             event_id: id.into(),
+            at_ms: 1_700_000_000_000,
             // A real line break inside: escaped in the journal's line.
             event: format!("{{\"event_id\":\"{id}\",\"text\":\"line\nbreak\"}}"),
         }
@@ -167,6 +176,23 @@ mod tests {
         journal.append(&[record("d")]).unwrap();
         drop(journal);
         assert_eq!(Journal::open(path).unwrap().1, [record("d")]);
+    }
+
+    #[test]
+    fn a_line_from_before_event_times_were_kept_reads_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        std::fs::write(
+            &path,
+            "{\"channel\":\"m\",\"event_id\":\"a\",\"event\":\"{}\"}\n",
+        )
+        .unwrap();
+        let found = Journal::open(path).unwrap().1;
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].event_id.as_str(), found[0].at_ms),
+            ("a", UNKNOWN_MS)
+        );
     }
 
     #[test]
