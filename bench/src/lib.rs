@@ -271,7 +271,8 @@ impl Drop for Host {
 
 /// Starts `host-example` from `bin_dir` (with `libmessenger_adapter.so` beside it),
 /// pinned to `cpu` when given, talking to `graph`. `server` and `settings` are extra
-/// lines for `[server]` and the channel's settings; `queue` is the `[queue] path`.
+/// lines for `[server]` and the channel's settings; `queue` is the `[queue]` section's
+/// lines (its `path` at least).
 pub fn start_host(
     bin_dir: &Path,
     cpu: Option<usize>,
@@ -299,7 +300,7 @@ pub fn start_host(
     std::fs::write(
         dir.path().join("host.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[queue]\npath = \"{queue}\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[queue]\n{queue}\n\n\
              [[channels]]\nname = \"messenger\"\nplugin = \"messenger\"\n\n\
              [channels.settings]\napp_secret = \"{APP_SECRET}\"\nverify_token = \"v\"\ngraph_api_base = \"{graph}\"\n\
              send_rate_per_second = 0\nmedia_rate_per_second = 0\n{settings}\npages = [{}]\n",

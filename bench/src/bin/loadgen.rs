@@ -55,6 +55,10 @@ struct Args {
     /// keys but the ids'.
     #[arg(long)]
     one_event_time: bool,
+    /// The host's `[queue] remember_secs` (default a day): with a few seconds, the
+    /// host's once-a-minute prune forgets most of what the run accepted.
+    #[arg(long)]
+    remember_secs: Option<u64>,
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
@@ -167,17 +171,23 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
     let graph = CountingGraph::start_on_own_thread(Duration::from_millis(args.graph_latency_ms))?;
-    let queue = if args.memory_queue {
-        ":memory:"
-    } else {
-        "queue.sqlite3"
-    };
+    let mut queue = format!(
+        "path = \"{}\"",
+        if args.memory_queue {
+            ":memory:"
+        } else {
+            "queue.sqlite3"
+        }
+    );
+    if let Some(secs) = args.remember_secs {
+        queue += &format!("\nremember_secs = {secs}");
+    }
     let host = start_host(
         bin_dir,
         args.host_cpu,
         &graph.url,
         "queue_capacity = 1000000\nworkers = 1024",
-        queue,
+        &queue,
         "",
     )?;
     let pid = host.child.id();

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         args.host_cpu,
         &graph.url,
         "",
-        "queue.sqlite3",
+        "path = \"queue.sqlite3\"",
         "backoff_base_ms = 50",
     )?;
     let base = host.url.clone();
