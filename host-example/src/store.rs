@@ -238,8 +238,10 @@ enum Op {
         event: EventRef,
         state: i64,
     },
+    /// Forgets at most `limit` events finished before `cutoff`, the oldest first.
     Prune {
         cutoff: i64,
+        limit: usize,
         reply: Reply<usize>,
     },
     Pending {
@@ -523,6 +525,15 @@ const CACHE_KIB: i64 = 16 * 1024;
 
 /// Idle time after which the writer gives its page cache's memory back.
 const SHRINK_AFTER: Duration = Duration::from_secs(2);
+
+/// Most events forgotten in one transaction, and the pause between two. A prune
+/// forgets a minute's worth of events (740,000 at 13,500 webhooks/s), which took the
+/// writer for 0.65 s in one piece, every acknowledgement waiting: p99 624-637 ms in
+/// that 10 s, 1.2-2.5 ms in the others. In slices back to back, 50 ms: they still took
+/// the core for as long. Paced, at most 50,000 a second (over three times that
+/// intake), the work is spread over some 15 s: 2.6-3.2 ms.
+const PRUNE_SLICE: usize = 500;
+const PRUNE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -927,10 +938,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, legacy: bool, op: Op, answers: &mut Vec
                 tracing::error!("event store: {err}");
             }
         }
-        Op::Prune { cutoff, reply } => {
+        Op::Prune {
+            cutoff,
+            limit,
+            reply,
+        } => {
             let result = tx
-                .prepare_cached("DELETE FROM intake WHERE state != 0 AND finished_ms < ?1")
-                .and_then(|mut s| s.execute(params![cutoff]))
+                .prepare_cached(
+                    "DELETE FROM intake WHERE seq IN (
+                         SELECT seq FROM intake WHERE state != 0 AND finished_ms < ?1
+                         ORDER BY finished_ms, seq LIMIT ?2)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![cutoff, i64::try_from(limit).unwrap_or(i64::MAX)])
+                })
                 .map_err(StoreError::from);
             answer(answers, reply, result);
         }
@@ -1220,7 +1241,24 @@ impl Store {
         let cutoff =
             now_ms().saturating_sub(i64::try_from(self.remember.as_millis()).unwrap_or(i64::MAX));
         match &self.backend {
-            Backend::Sqlite(writer) => Self::ask(writer, |reply| Op::Prune { cutoff, reply }).await,
+            Backend::Sqlite(writer) => {
+                // A slice at a time, paced: accepts get in between, and the core
+                // stays theirs.
+                let mut removed = 0;
+                loop {
+                    let slice = Self::ask(writer, |reply| Op::Prune {
+                        cutoff,
+                        limit: PRUNE_SLICE,
+                        reply,
+                    })
+                    .await?;
+                    removed += slice;
+                    if slice < PRUNE_SLICE {
+                        return Ok(removed);
+                    }
+                    tokio::time::sleep(PRUNE_PAUSE).await;
+                }
+            }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
                 let mut removed = 0;
@@ -1634,6 +1672,46 @@ mod tests {
             0,
             "the journal is emptied once its events are in"
         );
+    }
+
+    #[tokio::test]
+    async fn pruning_goes_a_slice_at_a_time_the_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.sqlite3"), Duration::ZERO).unwrap();
+        let events: Vec<_> = (0..2 * PRUNE_SLICE + 10)
+            .map(|i| event(&format!("e{i}")))
+            .collect();
+        store.accept("m", &events).await.unwrap();
+        for e in &events {
+            store.finish("m", e, Outcome::Done).unwrap();
+        }
+        store.accept("m", &[event("pending")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        send(
+            &store,
+            Op::Prune {
+                cutoff: now_ms(),
+                limit: 10,
+                reply,
+            },
+        );
+        assert_eq!(answer.await.unwrap().unwrap(), 10, "one slice");
+        assert!(!store.contains("m", &events[9]).await.unwrap());
+        assert!(
+            store.contains("m", &events[10]).await.unwrap(),
+            "the oldest go first"
+        );
+        assert_eq!(
+            store.prune().await.unwrap(),
+            2 * PRUNE_SLICE,
+            "the rest, over several slices"
+        );
+        assert!(!store
+            .contains("m", &events[2 * PRUNE_SLICE + 9])
+            .await
+            .unwrap());
+        assert!(store.contains("m", &event("pending")).await.unwrap());
     }
 
     #[tokio::test]
