@@ -201,13 +201,14 @@ pub struct InboundEvent {
     pub sender_id: RString,
     /// Who it was addressed to.
     pub recipient_id: RString,
-    /// When it happened, in milliseconds since the Unix epoch; 0 when not given. A
-    /// redelivery of the event carries the same value: hosts may key their
-    /// deduplication records by `event_id` and `timestamp_ms` together.
+    /// When it happened, in milliseconds since the Unix epoch, as the channel gives it;
+    /// 0 when it gives none. Never the time the webhook was received: a redelivery of
+    /// the event must carry the same value, as hosts key their deduplication records
+    /// by `event_id` and `timestamp_ms` together.
     pub timestamp_ms: u64,
     /// A stable id for deduplication: the channel's message id where there is one,
     /// otherwise a digest of account, sender, timestamp and kind. A redelivery of the
-    /// event carries the same id (and the same `timestamp_ms`).
+    /// event must carry the same id (and the same `timestamp_ms`).
     pub event_id: RString,
     /// The message text, if any.
     pub text: ROption<RString>,

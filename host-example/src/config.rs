@@ -137,7 +137,7 @@ pub struct QueueConfig {
     /// file; `":memory:"` keeps them in memory only. Default `queue.sqlite3`.
     #[serde(default = "default_queue_path")]
     pub path: PathBuf,
-    /// How long a processed event id is remembered to drop redeliveries, in seconds.
+    /// How long a processed event is remembered to drop redeliveries, in seconds.
     /// Default 86,400 (a day).
     #[serde(default = "default_remember_secs")]
     pub remember_secs: u64,

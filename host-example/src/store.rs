@@ -77,12 +77,24 @@ enum Backend {
     Memory(Mutex<Memory>),
 }
 
+/// What tells two events apart: (channel, event id, the event's own time), as the
+/// SQLite store keys them.
+type Identity = (String, String, i64);
+
+fn identity(channel: &str, event: &InboundEvent) -> Identity {
+    (
+        channel.to_owned(),
+        event.event_id.to_string(),
+        event_ms(event),
+    )
+}
+
 #[derive(Default)]
 struct Memory {
-    /// (channel, event id) → finished at (ms), `None` while pending.
-    seen: HashMap<(String, String), Option<i64>>,
-    /// Finished ids, oldest first, for forgetting.
-    finished: VecDeque<((String, String), i64)>,
+    /// Event → finished at (ms), `None` while pending.
+    seen: HashMap<Identity, Option<i64>>,
+    /// Finished events, oldest first, for forgetting.
+    finished: VecDeque<(Identity, i64)>,
     max: usize,
 }
 
@@ -95,16 +107,17 @@ struct Memory {
 /// event id) (`intake_key`). A redelivery carries the same id and time (the contract
 /// asks it of channels: Messenger's are byte-identical), so it finds its row; and as
 /// events arrive about in the order they happened, new keys land at the end of the
-/// index, like the rows, and pruning takes from its start. Versions 2 and 3 indexed
+/// index, like the rows, and the rows pruned (the longest finished) are near its
+/// start. Versions 2 and 3 indexed
 /// the id alone (the two strings, then the digest). Messenger's ids look random, so
 /// each new one dirtied a random leaf of an index that grows all day, and the
 /// checkpoints copying those leaves back slowed the acknowledgements more the longer
 /// the host ran.
 ///
 /// Uniqueness is the writer's: it is the only one, and it looks before it inserts
-/// ([`Key::insert_new`]); two events sharing a key are told apart by the row. Rows
-/// moved from older layouts have no time ([`UNKNOWN_MS`]); while any is left, a
-/// lookup also looks among them.
+/// ([`Key::insert_new`]); two events sharing a key are told apart by the row. Finished
+/// rows moved from older layouts have no time ([`UNKNOWN_MS`]: their event, which held
+/// it, was dropped); until they are pruned, a lookup that misses also looks among them.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS intake (
     seq         INTEGER PRIMARY KEY,    -- arrival order: SQLite numbers new rows
@@ -130,7 +143,22 @@ pub(crate) const UNKNOWN_MS: i64 = -1;
 
 /// An event's own time as its key holds it.
 fn event_ms(event: &InboundEvent) -> i64 {
-    i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX)
+    key_time(event.timestamp_ms)
+}
+
+fn key_time(timestamp_ms: u64) -> i64 {
+    i64::try_from(timestamp_ms).unwrap_or(i64::MAX)
+}
+
+/// The event's own time, read from its stored JSON.
+fn stored_time(json: &str) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Time {
+        timestamp_ms: u64,
+    }
+    serde_json::from_str::<Time>(json)
+        .ok()
+        .map(|t| key_time(t.timestamp_ms))
 }
 
 /// The first 8 bytes of SHA-256(channel, 0, event id): stable across releases, as the
@@ -207,6 +235,22 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         drop(set);
     }
     if version < 4 {
+        // Pending rows still hold their event, and so its time; finished ones keep
+        // UNKNOWN_MS until they are pruned.
+        let rows = {
+            let mut pending = tx.prepare("SELECT seq, event FROM intake WHERE state = 0")?;
+            let rows = pending.query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let mut set = tx.prepare("UPDATE intake SET event_ms = ?2 WHERE seq = ?1")?;
+        for (seq, json) in &rows {
+            if let Some(at_ms) = stored_time(json) {
+                set.execute(params![seq, at_ms])?;
+            }
+        }
+        drop(set);
         tx.execute_batch("DROP INDEX IF EXISTS intake_id; DROP INDEX IF EXISTS intake_digest")?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -533,6 +577,11 @@ const SHRINK_AFTER: Duration = Duration::from_secs(2);
 /// the core for as long. Paced, at most 50,000 a second (over three times that
 /// intake), the work is spread over some 15 s: 2.6-3.2 ms.
 const PRUNE_SLICE: usize = 500;
+/// Forgets at most `?2` events finished before `?1`, the oldest first (walking the
+/// `intake_finished` index: no sort).
+const PRUNE: &str = "DELETE FROM intake WHERE seq IN (
+                         SELECT seq FROM intake WHERE state != 0 AND finished_ms < ?1
+                         ORDER BY finished_ms, seq LIMIT ?2)";
 const PRUNE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Most operations applied in one transaction.
@@ -550,8 +599,8 @@ struct WriteLoop {
     journal: Journal,
     /// Accepted events in the journal and not yet committed in the database.
     journaled: Vec<Record>,
-    /// Their (channel, event id), for deduplication.
-    journaled_ids: HashSet<(String, String)>,
+    /// Their identities, for deduplication.
+    journaled_ids: HashSet<Identity>,
     /// Between [`Op::Divert`] and [`Op::Resume`].
     diverting: bool,
     /// What was asked while diverting, other than accepts: applied in order, after the
@@ -774,7 +823,11 @@ impl WriteLoop {
                 at_ms: row.at_ms,
                 event: row.json,
             };
-            let id = (record.channel.clone(), record.event_id.clone());
+            let id = (
+                record.channel.clone(),
+                record.event_id.clone(),
+                record.at_ms,
+            );
             let new = !self.journaled_ids.contains(&id)
                 && record.key().find(&self.connection, self.legacy)?.is_none();
             if new {
@@ -789,7 +842,7 @@ impl WriteLoop {
     /// Drops records that did not make it into the journal from the ids it holds.
     fn forget(&mut self, records: impl Iterator<Item = Record>) {
         for r in records {
-            self.journaled_ids.remove(&(r.channel, r.event_id));
+            self.journaled_ids.remove(&(r.channel, r.event_id, r.at_ms));
         }
     }
 }
@@ -944,11 +997,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, legacy: bool, op: Op, answers: &mut Vec
             reply,
         } => {
             let result = tx
-                .prepare_cached(
-                    "DELETE FROM intake WHERE seq IN (
-                         SELECT seq FROM intake WHERE state != 0 AND finished_ms < ?1
-                         ORDER BY finished_ms, seq LIMIT ?2)",
-                )
+                .prepare_cached(PRUNE)
                 .and_then(|mut s| {
                     s.execute(params![cutoff, i64::try_from(limit).unwrap_or(i64::MAX)])
                 })
@@ -1016,7 +1065,13 @@ fn read_pending(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Pending>, StoreErr
 /// Opens the journal beside the database at `path` and moves the events a host that
 /// stopped while diverting left in it into the database.
 fn recover(connection: &mut Connection, path: &Path) -> Result<Journal, StoreError> {
-    let (mut journal, records) = Journal::open(Journal::path_for(path))?;
+    let (mut journal, mut records) = Journal::open(Journal::path_for(path))?;
+    for r in &mut records {
+        // A line from a host that did not write the time: the event holds it.
+        if r.at_ms == UNKNOWN_MS {
+            r.at_ms = stored_time(&r.event).unwrap_or(UNKNOWN_MS);
+        }
+    }
     if !records.is_empty() {
         let tx = connection.transaction()?;
         let legacy = has_unknown(&tx)?;
@@ -1176,10 +1231,7 @@ impl Store {
                 let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
                 Ok(events
                     .iter()
-                    .map(|event| {
-                        let key = (channel.to_owned(), event.event_id.to_string());
-                        memory.seen.insert(key, None).is_none()
-                    })
+                    .map(|event| memory.seen.insert(identity(channel, event), None).is_none())
                     .collect())
             }
         }
@@ -1202,8 +1254,8 @@ impl Store {
         }
     }
 
-    /// Marks an event finished (written with the next batch); its id is remembered
-    /// for deduplication.
+    /// Marks an event finished (written with the next batch); it is remembered for
+    /// deduplication.
     pub fn finish(
         &self,
         channel: &str,
@@ -1221,7 +1273,7 @@ impl Store {
             Backend::Memory(memory) => {
                 let now = now_ms();
                 let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
-                let key = (channel.to_owned(), event.event_id.to_string());
+                let key = identity(channel, event);
                 if let Some(slot) = memory.seen.get_mut(&key) {
                     *slot = Some(now);
                     memory.finished.push_back((key, now));
@@ -1300,7 +1352,7 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .seen
-                .contains_key(&(channel.to_owned(), event.event_id.to_string()))),
+                .contains_key(&identity(channel, event))),
         }
     }
 }
@@ -1656,21 +1708,37 @@ mod tests {
             at_ms: event_ms(&event(id)),
             event: serde_json::to_string(&Stored::from(&event(id))).unwrap(),
         };
+        // "d" as a host from before layout 4 wrote it, without the time.
+        let old = Record {
+            at_ms: UNKNOWN_MS,
+            ..record("d")
+        };
         let (mut journal, _) = Journal::open(Journal::path_for(&path)).unwrap();
         journal
-            .append(&[record("a"), record("b"), record("c")])
+            .append(&[record("a"), record("b"), record("c"), old])
             .unwrap();
         drop(journal);
 
         let store = Store::open(&path, Duration::from_secs(60)).unwrap();
         let pending = store.pending().await.unwrap();
         let ids: Vec<_> = pending.iter().map(|p| p.event.event_id.as_str()).collect();
-        assert_eq!(ids, ["b", "c"], "a was already there, and finished");
+        assert_eq!(ids, ["b", "c", "d"], "a was already there, and finished");
         assert_eq!(pending[0].event, event("b"));
         assert_eq!(
             std::fs::metadata(Journal::path_for(&path)).unwrap().len(),
             0,
             "the journal is emptied once its events are in"
+        );
+        drop(store);
+        let at = event_ms(&event("d"));
+        assert_eq!(
+            times(&dir)[1..],
+            [
+                ("b".to_owned(), at),
+                ("c".to_owned(), at),
+                ("d".to_owned(), at)
+            ],
+            "the old line's time was read from its event"
         );
     }
 
@@ -1682,11 +1750,16 @@ mod tests {
             .map(|i| event(&format!("e{i}")))
             .collect();
         store.accept("m", &events).await.unwrap();
-        for e in &events {
+        // All but the first ten finish, then those ten, later.
+        for e in events[10..].iter().chain(&events[..10]) {
             store.finish("m", e, Outcome::Done).unwrap();
+            if e.event_id.as_str() == "e9" || e.event_id == events.last().unwrap().event_id {
+                // Answered after the finishes before it are committed.
+                store.contains("m", e).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         store.accept("m", &[event("pending")]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
         let (reply, answer) = tokio::sync::oneshot::channel();
         send(
             &store,
@@ -1697,21 +1770,46 @@ mod tests {
             },
         );
         assert_eq!(answer.await.unwrap().unwrap(), 10, "one slice");
-        assert!(!store.contains("m", &events[9]).await.unwrap());
+        assert!(!store.contains("m", &events[10]).await.unwrap());
+        assert!(!store.contains("m", &events[19]).await.unwrap());
         assert!(
-            store.contains("m", &events[10]).await.unwrap(),
-            "the oldest go first"
+            store.contains("m", &events[20]).await.unwrap(),
+            "in the order they finished"
+        );
+        assert!(
+            store.contains("m", &events[0]).await.unwrap(),
+            "the last to finish go last"
         );
         assert_eq!(
             store.prune().await.unwrap(),
             2 * PRUNE_SLICE,
             "the rest, over several slices"
         );
-        assert!(!store
-            .contains("m", &events[2 * PRUNE_SLICE + 9])
-            .await
-            .unwrap());
+        assert!(!store.contains("m", &events[0]).await.unwrap());
         assert!(store.contains("m", &event("pending")).await.unwrap());
+    }
+
+    #[test]
+    fn a_prune_slice_walks_the_finished_index_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite3");
+        drop(Store::open(&path, Duration::from_secs(60)).unwrap());
+        let plan: Vec<String> = Connection::open(&path)
+            .unwrap()
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE}"))
+            .unwrap()
+            .query_map(params![0, 500], |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("intake_finished")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "each slice would sort every expired row: {plan:?}"
+        );
     }
 
     #[tokio::test]
@@ -1846,7 +1944,8 @@ mod tests {
             ),
         )
         .await;
-        // "b" has no time in the store, and is found with its own.
+        // "a" has no time in the store (its event was dropped when it finished) and is
+        // still found, above; "b" got its time from its event.
         store.finish("m", &event("b"), Outcome::Done).unwrap();
         assert!(store.contains("m", &event("b")).await.unwrap());
         let left: Vec<_> = store
@@ -1860,6 +1959,26 @@ mod tests {
         let (version, names) = layout_after(&dir, store);
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(names, ["intake", "intake_finished", "intake_key"]);
+        assert_eq!(
+            times(&dir),
+            [
+                ("a".to_owned(), UNKNOWN_MS),
+                ("b".to_owned(), event_ms(&event("b"))),
+                ("c".to_owned(), event_ms(&event("c")))
+            ]
+        );
+    }
+
+    /// Each row's event id and time, in arrival order.
+    fn times(dir: &tempfile::TempDir) -> Vec<(String, i64)> {
+        Connection::open(dir.path().join("q.sqlite3"))
+            .unwrap()
+            .prepare("SELECT event_id, event_ms FROM intake ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -1871,17 +1990,20 @@ mod tests {
             e.timestamp_ms = ms;
             e
         };
-        assert_eq!(store.accept("m", &[at(5)]).await.unwrap(), [true]);
-        assert_eq!(
-            store.accept("m", &[at(5)]).await.unwrap(),
-            [false],
-            "a redelivery carries the same time"
-        );
-        assert_eq!(
-            store.accept("m", &[at(6)]).await.unwrap(),
-            [true],
-            "the key holds the time: at another one it is another event"
-        );
+        let memory = Store::in_memory(Duration::from_secs(60), 10);
+        for store in [&store, &memory] {
+            assert_eq!(store.accept("m", &[at(5)]).await.unwrap(), [true]);
+            assert_eq!(
+                store.accept("m", &[at(5)]).await.unwrap(),
+                [false],
+                "a redelivery carries the same time"
+            );
+            assert_eq!(
+                store.accept("m", &[at(6)]).await.unwrap(),
+                [true],
+                "the key holds the time: at another one it is another event"
+            );
+        }
         store.finish("m", &at(5), Outcome::Done).unwrap();
         let left: Vec<_> = store
             .pending()
