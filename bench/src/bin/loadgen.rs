@@ -59,6 +59,10 @@ struct Args {
     /// host's once-a-minute prune forgets most of what the run accepted.
     #[arg(long)]
     remember_secs: Option<u64>,
+    /// Copy this store file (one an older host wrote, say) to be the host's queue,
+    /// instead of starting with none.
+    #[arg(long)]
+    queue_from: Option<PathBuf>,
     /// Also print more acknowledgement percentiles (p75 to max) under each row.
     #[arg(long)]
     detail: bool,
@@ -171,14 +175,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
     let graph = CountingGraph::start_on_own_thread(Duration::from_millis(args.graph_latency_ms))?;
-    let mut queue = format!(
-        "path = \"{}\"",
-        if args.memory_queue {
-            ":memory:"
-        } else {
-            "queue.sqlite3"
+    // Declared before the host, so dropped after it.
+    let copy_dir = tempfile::tempdir()?;
+    let queue_path = match &args.queue_from {
+        Some(from) => {
+            let copy = copy_dir.path().join("queue.sqlite3");
+            std::fs::copy(from, &copy)?;
+            copy.display().to_string()
         }
-    );
+        None if args.memory_queue => ":memory:".to_owned(),
+        None => "queue.sqlite3".to_owned(),
+    };
+    let mut queue = format!("path = \"{queue_path}\"");
     if let Some(secs) = args.remember_secs {
         queue += &format!("\nremember_secs = {secs}");
     }
