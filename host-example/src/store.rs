@@ -1551,13 +1551,7 @@ mod tests {
             "per channel"
         );
         assert_eq!(store.accept("m", &[event("d")]).await.unwrap(), [true]);
-        let order: Vec<_> = store
-            .pending()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.event.event_id.to_string())
-            .collect();
+        let order = pending_ids(&store).await;
         assert_eq!(
             order,
             ["b", "c", "a", "d"],
@@ -1903,13 +1897,7 @@ mod tests {
         )
         .await;
         store.finish("m", &event("b"), Outcome::Done).unwrap();
-        let left: Vec<_> = store
-            .pending()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.event.event_id.to_string())
-            .collect();
+        let left = pending_ids(&store).await;
         assert_eq!(left, ["c"], "b is found by its digest to be finished");
         let (version, names) = layout_after(&dir, store);
         assert_eq!(version, SCHEMA_VERSION);
@@ -1948,13 +1936,7 @@ mod tests {
         // still found, above; "b" got its time from its event.
         store.finish("m", &event("b"), Outcome::Done).unwrap();
         assert!(store.contains("m", &event("b")).await.unwrap());
-        let left: Vec<_> = store
-            .pending()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.event.event_id.to_string())
-            .collect();
+        let left = pending_ids(&store).await;
         assert_eq!(left, ["c"]);
         let (version, names) = layout_after(&dir, store);
         assert_eq!(version, SCHEMA_VERSION);
@@ -1967,6 +1949,15 @@ mod tests {
                 ("c".to_owned(), event_ms(&event("c")))
             ]
         );
+    }
+
+    /// The ids of the events still pending, in arrival order.
+    async fn pending_ids(store: &Store) -> Vec<String> {
+        let pending = store.pending().await.unwrap();
+        pending
+            .into_iter()
+            .map(|p| p.event.event_id.into())
+            .collect()
     }
 
     /// Each row's event id and time, in arrival order.
