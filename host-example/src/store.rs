@@ -77,24 +77,12 @@ enum Backend {
     Memory(Mutex<Memory>),
 }
 
-/// What tells two events apart: (channel, event id, the event's own time), as the
-/// SQLite store keys them.
-type Identity = (String, String, i64);
-
-fn identity(channel: &str, event: &InboundEvent) -> Identity {
-    (
-        channel.to_owned(),
-        event.event_id.to_string(),
-        event_ms(event),
-    )
-}
-
 #[derive(Default)]
 struct Memory {
     /// Event → finished at (ms), `None` while pending.
-    seen: HashMap<Identity, Option<i64>>,
+    seen: HashMap<EventRef, Option<i64>>,
     /// Finished events, oldest first, for forgetting.
-    finished: VecDeque<(Identity, i64)>,
+    finished: VecDeque<(EventRef, i64)>,
     max: usize,
 }
 
@@ -217,44 +205,53 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         );
     }
     if version < 3 {
-        let rows = {
-            let mut ids = tx.prepare("SELECT seq, channel, event_id FROM intake")?;
-            let rows = ids.query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        let mut set = tx.prepare("UPDATE intake SET id_digest = ?2 WHERE seq = ?1")?;
-        for (seq, channel, event_id) in &rows {
-            set.execute(params![seq, id_digest(channel, event_id)])?;
-        }
-        drop(set);
+        fill(
+            &tx,
+            "SELECT seq, channel, event_id FROM intake",
+            "UPDATE intake SET id_digest = ?2 WHERE seq = ?1",
+            |row| {
+                Ok(Some(id_digest(
+                    &row.get::<_, String>(1)?,
+                    &row.get::<_, String>(2)?,
+                )))
+            },
+        )?;
     }
     if version < 4 {
         // Pending rows still hold their event, and so its time; finished ones keep
         // UNKNOWN_MS until they are pruned.
-        let rows = {
-            let mut pending = tx.prepare("SELECT seq, event FROM intake WHERE state = 0")?;
-            let rows = pending.query_map([], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        let mut set = tx.prepare("UPDATE intake SET event_ms = ?2 WHERE seq = ?1")?;
-        for (seq, json) in &rows {
-            if let Some(at_ms) = stored_time(json) {
-                set.execute(params![seq, at_ms])?;
-            }
-        }
-        drop(set);
+        fill(
+            &tx,
+            "SELECT seq, event FROM intake WHERE state = 0",
+            "UPDATE intake SET event_ms = ?2 WHERE seq = ?1",
+            |row| Ok(stored_time(&row.get::<_, String>(1)?)),
+        )?;
         tx.execute_batch("DROP INDEX IF EXISTS intake_id; DROP INDEX IF EXISTS intake_digest")?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Sets a column of the rows `select` gives (`seq` first) to what `value` makes of
+/// each, through `update` (`?1` the seq, `?2` the value); a row it makes nothing of
+/// keeps its default.
+fn fill(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    update: &str,
+    value: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Option<i64>>,
+) -> rusqlite::Result<()> {
+    let values = tx
+        .prepare(select)?
+        .query_map([], |row| Ok((row.get::<_, i64>(0)?, value(row)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut set = tx.prepare(update)?;
+    for (seq, value) in values {
+        if let Some(value) = value {
+            set.execute(params![seq, value])?;
+        }
+    }
     Ok(())
 }
 
@@ -270,8 +267,7 @@ type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
 /// transaction (group commit) and answers after the commit.
 enum Op {
     Accept {
-        channel: String,
-        rows: Vec<Row>,
+        records: Vec<Record>,
         reply: Reply<Vec<bool>>,
     },
     Progress {
@@ -305,14 +301,9 @@ enum Op {
     Resume,
 }
 
-/// An event to accept: its id, its own time and its stored JSON.
-struct Row {
-    event_id: String,
-    at_ms: i64,
-    json: String,
-}
-
-/// An accepted event, as an operation names it.
+/// What tells two events apart: their channel, their id and their own time, as the
+/// SQLite store keys them.
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct EventRef {
     channel: String,
     event_id: String,
@@ -600,7 +591,7 @@ struct WriteLoop {
     /// Accepted events in the journal and not yet committed in the database.
     journaled: Vec<Record>,
     /// Their identities, for deduplication.
-    journaled_ids: HashSet<Identity>,
+    journaled_ids: HashSet<EventRef>,
     /// Between [`Op::Divert`] and [`Op::Resume`].
     diverting: bool,
     /// What was asked while diverting, other than accepts: applied in order, after the
@@ -760,13 +751,9 @@ impl WriteLoop {
         let mut resumed = false;
         for op in ops.by_ref() {
             match op {
-                Op::Accept {
-                    channel,
-                    rows,
-                    reply,
-                } => {
+                Op::Accept { records, reply } => {
                     let first = fresh.len();
-                    let answer = self.accept_aside(channel, rows, &mut fresh);
+                    let answer = self.accept_aside(records, &mut fresh);
                     if answer.is_err() {
                         self.forget(fresh.drain(first..));
                     }
@@ -807,27 +794,16 @@ impl WriteLoop {
         resumed
     }
 
-    /// Which of `rows` are new (in neither the database nor the journal); the new
+    /// Which of `records` are new (in neither the database nor the journal); the new
     /// ones are added to `fresh`.
     fn accept_aside(
         &mut self,
-        channel: String,
-        rows: Vec<Row>,
+        records: Vec<Record>,
         fresh: &mut Vec<Record>,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut answer = Vec::with_capacity(rows.len());
-        for row in rows {
-            let record = Record {
-                channel: channel.clone(),
-                event_id: row.event_id,
-                at_ms: row.at_ms,
-                event: row.json,
-            };
-            let id = (
-                record.channel.clone(),
-                record.event_id.clone(),
-                record.at_ms,
-            );
+        let mut answer = Vec::with_capacity(records.len());
+        for record in records {
+            let id = record.id();
             let new = !self.journaled_ids.contains(&id)
                 && record.key().find(&self.connection, self.legacy)?.is_none();
             if new {
@@ -842,7 +818,7 @@ impl WriteLoop {
     /// Drops records that did not make it into the journal from the ids it holds.
     fn forget(&mut self, records: impl Iterator<Item = Record>) {
         for r in records {
-            self.journaled_ids.remove(&(r.channel, r.event_id, r.at_ms));
+            self.journaled_ids.remove(&r.id());
         }
     }
 }
@@ -914,6 +890,14 @@ impl Key<'_> {
 }
 
 impl Record {
+    fn id(&self) -> EventRef {
+        EventRef {
+            channel: self.channel.clone(),
+            event_id: self.event_id.clone(),
+            at_ms: self.at_ms,
+        }
+    }
+
     fn key(&self) -> Key<'_> {
         Key {
             channel: &self.channel,
@@ -948,21 +932,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, legacy: bool, op: Op, answers: &mut Vec
         }));
     }
     match op {
-        Op::Accept {
-            channel,
-            rows,
-            reply,
-        } => {
-            let result = rows
+        Op::Accept { records, reply } => {
+            let result = records
                 .iter()
-                .map(|row| {
-                    let key = Key {
-                        channel: &channel,
-                        event_id: &row.event_id,
-                        at_ms: row.at_ms,
-                    };
-                    key.insert_new(tx, legacy, &row.json)
-                })
+                .map(|r| r.key().insert_new(tx, legacy, &r.event))
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(StoreError::from);
             answer(answers, reply, result);
@@ -1207,31 +1180,31 @@ impl Store {
     ) -> Result<Vec<bool>, StoreError> {
         match &self.backend {
             Backend::Sqlite(writer) => {
-                let rows = events
+                let records = events
                     .iter()
                     .map(|event| {
                         serde_json::to_string(&Stored::from(event))
-                            .map(|json| Row {
+                            .map(|json| Record {
+                                channel: channel.to_owned(),
                                 event_id: event.event_id.to_string(),
                                 at_ms: event_ms(event),
-                                json,
+                                event: json,
                             })
                             .map_err(|e| StoreError(e.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let channel = channel.to_owned();
-                Self::ask(writer, |reply| Op::Accept {
-                    channel,
-                    rows,
-                    reply,
-                })
-                .await
+                Self::ask(writer, |reply| Op::Accept { records, reply }).await
             }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
                 Ok(events
                     .iter()
-                    .map(|event| memory.seen.insert(identity(channel, event), None).is_none())
+                    .map(|event| {
+                        memory
+                            .seen
+                            .insert(EventRef::new(channel, event), None)
+                            .is_none()
+                    })
                     .collect())
             }
         }
@@ -1273,7 +1246,7 @@ impl Store {
             Backend::Memory(memory) => {
                 let now = now_ms();
                 let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
-                let key = identity(channel, event);
+                let key = EventRef::new(channel, event);
                 if let Some(slot) = memory.seen.get_mut(&key) {
                     *slot = Some(now);
                     memory.finished.push_back((key, now));
@@ -1352,7 +1325,7 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .seen
-                .contains_key(&identity(channel, event))),
+                .contains_key(&EventRef::new(channel, event))),
         }
     }
 }
