@@ -66,6 +66,24 @@ pub fn replies(event: &InboundEvent, config: &BotConfig) -> Vec<OutboundMessage>
     replies
 }
 
+/// The example bot as the dispatcher's reply handler.
+pub struct Bot {
+    config: BotConfig,
+}
+
+impl Bot {
+    /// A bot with `config`.
+    pub fn new(config: BotConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl crate::dispatch::ReplyHandler for Bot {
+    fn replies(&self, event: &InboundEvent) -> Vec<OutboundMessage> {
+        replies(event, &self.config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use adapter_api::{abi_stable::std_types::RString, Attachment};

@@ -78,6 +78,11 @@ impl Channel {
         }
     }
 
+    /// While the channel is down, when it is next tried; `None` while it is up.
+    pub fn retry_at(&self) -> Option<Instant> {
+        None
+    }
+
     /// Why the channel is failed, if it is.
     pub fn failure(&self) -> Option<String> {
         match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {

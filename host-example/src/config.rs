@@ -144,6 +144,16 @@ pub struct QueueConfig {
     /// At most this many processed ids are remembered in memory mode. Default 100,000.
     #[serde(default = "default_remember_max")]
     pub remember_max: usize,
+    /// How long a reply that failed with a retryable error (the channel's API down,
+    /// a rate limit) is tried again, counted from when its event was accepted, in
+    /// seconds. Default 900.
+    #[serde(default = "default_retry_for_secs")]
+    pub retry_for_secs: u64,
+    /// Send again, after a crash, a reply whose send had started but whose outcome is
+    /// unknown (it may have been delivered: a duplicate is possible). Default `false`:
+    /// such a reply is logged, counted and not sent again.
+    #[serde(default)]
+    pub resend_unknown: bool,
 }
 
 impl Default for QueueConfig {
@@ -152,6 +162,8 @@ impl Default for QueueConfig {
             path: default_queue_path(),
             remember_secs: default_remember_secs(),
             remember_max: default_remember_max(),
+            retry_for_secs: default_retry_for_secs(),
+            resend_unknown: false,
         }
     }
 }
@@ -171,6 +183,9 @@ fn default_remember_secs() -> u64 {
 }
 fn default_remember_max() -> usize {
     100_000
+}
+fn default_retry_for_secs() -> u64 {
+    900
 }
 
 /// `[bot]`: the example bot.

@@ -2,27 +2,40 @@
 //! (channel, account, sender) events run strictly one after another, in arrival order;
 //! different conversations run in parallel, at most `workers` at a time: a pool of
 //! worker tasks, started as needed and then kept, takes conversations in the order
-//! they became ready (no task is spawned per event). The number of
-//! events waiting is bounded: past it, webhooks are refused (503) instead of memory
-//! growing. Every accepted event is in the [`Store`] until its replies are sent.
+//! they became ready (no task is spawned per event). A conversation whose reply must
+//! wait (a retry later, its channel down) is parked without holding a worker, its
+//! later events waiting behind it. The number of events waiting is bounded: past it,
+//! webhooks are refused (503) instead of memory growing. Every accepted event is in
+//! the [`Queue`] until its replies are dealt with; [`delivery`] sends them.
+
+mod delivery;
 
 use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use adapter_api::{abi_stable::std_types::RVec, ErrorKind, InboundEvent};
-use tokio::sync::{Notify, Semaphore};
+use adapter_api::{abi_stable::std_types::RVec, InboundEvent, OutboundMessage};
+use tokio::{
+    sync::{Notify, Semaphore},
+    time::Instant,
+};
 
 use crate::{
-    bot,
     channels::Channel,
-    config::BotConfig,
     metrics::Metrics,
-    store::{Outcome, Store, StoreError},
+    store::{now_ms, EventKey, Pending, Progress, Queue, StoreError},
 };
+
+/// What the dispatcher asks for each event: the replies to send, in order (the bot).
+pub trait ReplyHandler: Send + Sync + 'static {
+    /// The replies to `event`; empty when it needs none. Must give the same replies
+    /// for the same event every time: after a restart, the ones already dealt with
+    /// are skipped by their position.
+    fn replies(&self, event: &InboundEvent) -> Vec<OutboundMessage>;
+}
 
 /// Why events were not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -47,41 +60,46 @@ pub struct Accepted {
     pub duplicates: usize,
 }
 
+/// One accepted event and how far its replies got.
 struct Job {
     channel: Arc<Channel>,
+    key: EventKey,
     event: InboundEvent,
-    /// Replies already sent before a restart.
-    skip: u32,
+    progress: Progress,
+    accepted_ms: i64,
 }
 
 /// A conversation: the hash of its (channel, account, sender). Two conversations
 /// whose hashes collide (about 1 in 2^64) share one queue: their events still run
 /// in arrival order, only not in parallel. Hashing instead of keeping the three
 /// strings saves three allocations per event.
-type Key = u64;
+type Conversation = u64;
 
 #[derive(Default)]
 struct Queues {
-    /// Conversations being processed or ready, with the events waiting behind the
-    /// current one.
-    running: HashMap<Key, VecDeque<Job>>,
+    /// Conversations being processed, ready or parked, with the events waiting
+    /// behind the current one.
+    running: HashMap<Conversation, VecDeque<Job>>,
     /// Conversations waiting for a worker, with their first event. One permit of
     /// `Inner::ready` per entry.
-    ready: VecDeque<(Key, Job)>,
+    ready: VecDeque<(Conversation, Job)>,
+    /// Conversations parked until a time.
+    parked: usize,
     /// Worker tasks started.
     workers: usize,
     /// Workers waiting for a conversation.
     idle_workers: usize,
     /// Events accepted and not finished.
     pending: usize,
-    /// Events being written to the store, counted against the capacity.
+    /// Events being written to the queue, counted against the capacity.
     reserved: usize,
     closed: bool,
 }
 
 struct Inner {
     queues: Mutex<Queues>,
-    store: Arc<Store>,
+    store: Arc<dyn Queue>,
+    handler: Arc<dyn ReplyHandler>,
     /// Counts the conversations in `Queues::ready`.
     ready: Semaphore,
     /// Most worker tasks.
@@ -90,9 +108,11 @@ struct Inner {
     /// Randomly keyed, so nobody can make conversations share a queue on purpose.
     keys: RandomState,
     capacity: usize,
+    /// Notified when no conversation is being processed or ready.
     idle: Notify,
-    bot: BotConfig,
     send_timeout: Duration,
+    retry_for: Duration,
+    resend_unknown: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -108,28 +128,38 @@ pub struct Settings {
     pub workers: usize,
     /// Events waiting, in all, before [`EnqueueError::Full`].
     pub capacity: usize,
-    /// The example bot's settings.
-    pub bot: BotConfig,
     /// How long one reply may take.
     pub send_timeout: Duration,
+    /// How long a reply that failed with a retryable error is tried again, counted
+    /// from when its event was accepted.
+    pub retry_for: Duration,
+    /// Whether a reply whose outcome is unknown is sent again.
+    pub resend_unknown: bool,
 }
 
 impl Dispatcher {
-    /// A dispatcher writing to `store`. Must be called within a Tokio runtime: its
-    /// workers run there.
-    pub fn new(settings: Settings, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+    /// A dispatcher writing to `store` and answering with `handler`. Must be called
+    /// within a Tokio runtime: its workers run there.
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Queue>,
+        handler: Arc<dyn ReplyHandler>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 queues: Mutex::default(),
                 store,
+                handler,
                 ready: Semaphore::new(0),
                 max_workers: settings.workers.max(1),
                 runtime: tokio::runtime::Handle::current(),
                 keys: RandomState::new(),
                 capacity: settings.capacity,
                 idle: Notify::new(),
-                bot: settings.bot,
                 send_timeout: settings.send_timeout,
+                retry_for: settings.retry_for,
+                resend_unknown: settings.resend_unknown,
                 metrics,
             }),
         }
@@ -140,7 +170,7 @@ impl Dispatcher {
     }
 
     /// Writes `events` down and queues the new ones, all or none; redeliveries are
-    /// dropped. Answers once the events are committed to the store.
+    /// dropped. Answers once the events are durable in the queue.
     pub async fn enqueue(
         &self,
         channel: &Arc<Channel>,
@@ -162,6 +192,7 @@ impl Dispatcher {
         let (this, channel) = (self.clone(), Arc::clone(channel));
         tokio::spawn(async move {
             let fresh = this.inner.store.accept(&channel.name, &events).await;
+            let accepted_ms = now_ms();
             let mut queues = this.queues();
             queues.reserved -= count;
             let fresh = fresh?;
@@ -170,14 +201,14 @@ impl Dispatcher {
                 if fresh {
                     accepted.new += 1;
                     channel.metrics.event(event.kind.name());
-                    this.schedule(
-                        &mut queues,
-                        Job {
-                            channel: Arc::clone(&channel),
-                            event,
-                            skip: 0,
-                        },
-                    );
+                    let job = Job {
+                        key: EventKey::new(&channel.name, &event),
+                        channel: Arc::clone(&channel),
+                        event,
+                        progress: Progress::default(),
+                        accepted_ms,
+                    };
+                    this.schedule(&mut queues, job);
                 } else {
                     accepted.duplicates += 1;
                     channel.metrics.duplicates.inc();
@@ -187,38 +218,43 @@ impl Dispatcher {
             Ok(accepted)
         })
         .await
-        .map_err(|_| EnqueueError::Store(StoreError::new("the store task failed")))?
+        .map_err(|_| EnqueueError::Store(StoreError::Closed("the queue task failed")))?
     }
 
-    /// Queues events read back from the store after a restart.
-    pub fn resume(&self, channel: &Arc<Channel>, event: InboundEvent, sent: u32) {
+    /// Queues an event read back from the queue after a restart, with how far its
+    /// replies got.
+    pub fn resume(&self, channel: &Arc<Channel>, pending: Pending) {
         let mut queues = self.queues();
-        self.schedule(
-            &mut queues,
-            Job {
-                channel: Arc::clone(channel),
-                event,
-                skip: sent,
-            },
-        );
+        let job = Job {
+            channel: Arc::clone(channel),
+            key: pending.key,
+            event: pending.event,
+            progress: pending.progress,
+            accepted_ms: pending.accepted_ms,
+        };
+        self.schedule(&mut queues, job);
     }
 
     fn schedule(&self, queues: &mut Queues, job: Job) {
         queues.pending += 1;
         self.inner.metrics.queue_depth.set(queues.pending as i64);
-        let key = self.inner.keys.hash_one((
+        let conversation = self.inner.keys.hash_one((
             job.channel.name.as_str(),
             job.event.account_id.as_str(),
             job.event.sender_id.as_str(),
         ));
-        if let Some(waiting) = queues.running.get_mut(&key) {
+        if let Some(waiting) = queues.running.get_mut(&conversation) {
             waiting.push_back(job);
             return;
         }
-        queues.running.insert(key, VecDeque::new());
-        queues.ready.push_back((key, job));
+        queues.running.insert(conversation, VecDeque::new());
+        self.make_ready(queues, conversation, job);
+    }
+
+    /// Hands a conversation to a worker; starts one if none is idle.
+    fn make_ready(&self, queues: &mut Queues, conversation: Conversation, job: Job) {
+        queues.ready.push_back((conversation, job));
         self.inner.ready.add_permits(1);
-        // Each idle worker takes one ready conversation; start one for the rest.
         if queues.ready.len() > queues.idle_workers && queues.workers < self.inner.max_workers {
             queues.workers += 1;
             let this = self.clone();
@@ -239,140 +275,84 @@ impl Dispatcher {
                 queues.idle_workers -= 1;
                 queues.ready.pop_front()
             };
-            if let Some((key, job)) = next {
-                self.run_conversation(key, job).await;
+            if let Some((conversation, job)) = next {
+                self.run_conversation(conversation, job).await;
             }
         }
     }
 
-    /// Processes a conversation's events until none is waiting.
-    async fn run_conversation(&self, key: Key, mut job: Job) {
+    /// Processes a conversation's events until none is waiting or one must wait.
+    async fn run_conversation(&self, conversation: Conversation, mut job: Job) {
         loop {
-            self.process(&job).await;
+            if let Some(until) = delivery::deliver(&self.inner, &mut job).await {
+                self.park(conversation, job, until);
+                return;
+            }
             let mut queues = self.queues();
             queues.pending -= 1;
             self.inner.metrics.queue_depth.set(queues.pending as i64);
-            if queues.pending == 0 {
-                self.inner.idle.notify_waiters();
-            }
-            let next = queues.running.get_mut(&key).and_then(VecDeque::pop_front);
+            let next = queues
+                .running
+                .get_mut(&conversation)
+                .and_then(VecDeque::pop_front);
             match next {
                 Some(next) => job = next,
                 None => {
-                    queues.running.remove(&key);
+                    queues.running.remove(&conversation);
+                    self.notify_if_idle(&queues);
                     return;
                 }
             }
         }
     }
 
-    async fn process(&self, job: &Job) {
-        let (channel, event) = (&job.channel, &job.event);
-        let replies = bot::replies(event, &self.inner.bot);
-        if replies.len() > job.skip as usize && channel.adapter().is_none() {
-            // A failed channel: the event stays pending for the next start.
-            tracing::warn!(channel = channel.name, event_id = %event.event_id, "channel failed; event left queued");
-            return;
+    /// Sets a conversation aside until `until`, its later events still behind `job`.
+    fn park(&self, conversation: Conversation, job: Job, until: Instant) {
+        {
+            let mut queues = self.queues();
+            queues.parked += 1;
+            self.notify_if_idle(&queues);
         }
-        let total = replies.len();
-        let mut outcome = Outcome::Done;
-        for (i, reply) in replies.into_iter().enumerate().skip(job.skip as usize) {
-            let Some(adapter) = channel.adapter() else {
-                tracing::warn!(channel = channel.name, event_id = %event.event_id, "channel failed; event left queued");
-                return;
-            };
-            let started = Instant::now();
-            let result = adapter.send(reply, self.inner.send_timeout).await;
-            let metrics = &channel.metrics;
-            metrics
-                .send_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let (result_name, attempts) = match &result {
-                Ok(receipt) => (
-                    "ok",
-                    u64::from(receipt.attempts.saturating_sub(receipt.parts)),
-                ),
-                Err(err) => (err.kind.name(), attempts_of(err).saturating_sub(1)),
-            };
-            metrics.retries.inc_by(attempts);
-            metrics.send(result_name);
-            match result {
-                Ok(receipt) => {
-                    tracing::debug!(
-                        channel = channel.name,
-                        event_id = %event.event_id,
-                        message_id = %receipt.message_id,
-                        "reply sent"
-                    );
-                    if i + 1 < total {
-                        self.note(
-                            self.inner
-                                .store
-                                .progress(&channel.name, event, (i + 1) as u32),
-                        );
-                    }
-                }
-                Err(err) if err.kind == ErrorKind::SHUT_DOWN => {
-                    // Still pending in the store: it is sent after the restart.
-                    tracing::info!(channel = channel.name, event_id = %event.event_id, "reply left for after the restart");
-                    return;
-                }
-                Err(err) => {
-                    match err.kind {
-                        ErrorKind::PANICKED => channel.plugin_failed(&adapter, "send panicked"),
-                        ErrorKind::TIMEOUT => {
-                            metrics.plugin_failures.inc();
-                        }
-                        _ => {}
-                    }
-                    tracing::warn!(
-                        channel = channel.name,
-                        event_id = %event.event_id,
-                        kind = %err.kind,
-                        details = %err.details_json,
-                        "reply failed for good: {}",
-                        err.message
-                    );
-                    // The rest of this event's replies would arrive out of context.
-                    outcome = Outcome::Failed;
-                    break;
-                }
-            }
-        }
-        self.note(self.inner.store.finish(&channel.name, event, outcome));
+        let this = self.clone();
+        self.inner.runtime.spawn(async move {
+            tokio::time::sleep_until(until).await;
+            let mut queues = this.queues();
+            queues.parked -= 1;
+            this.make_ready(&mut queues, conversation, job);
+        });
     }
 
-    fn note(&self, result: Result<(), StoreError>) {
-        if let Err(err) = result {
-            tracing::error!("{err}");
+    fn notify_if_idle(&self, queues: &Queues) {
+        if queues.running.len() == queues.parked {
+            self.inner.idle.notify_waiters();
         }
     }
 
-    /// Events accepted and not yet processed.
+    /// Events accepted and not yet processed (parked ones included).
     pub fn depth(&self) -> usize {
         self.queues().pending
     }
 
+    /// Whether every conversation left is parked (or none is left).
+    fn settled(&self) -> bool {
+        let queues = self.queues();
+        queues.running.len() == queues.parked
+    }
+
     /// Stops taking events and waits up to `grace` for the accepted ones to be
-    /// processed. Returns whether everything was processed in time.
+    /// processed. Parked events (a retry later) are not waited for: they stay in the
+    /// queue for the next start. Returns whether everything was processed in time.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.queues().closed = true;
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = Instant::now() + grace;
         loop {
             let idle = self.inner.idle.notified();
-            if self.depth() == 0 {
-                return true;
+            if self.settled() {
+                return self.depth() == 0;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 return self.depth() == 0;
             }
         }
     }
-}
-
-fn attempts_of(err: &adapter_api::AdapterError) -> u64 {
-    serde_json::from_str::<serde_json::Value>(&err.details_json)
-        .ok()
-        .and_then(|d| d["attempts"].as_u64())
-        .unwrap_or(1)
 }

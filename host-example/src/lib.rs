@@ -25,43 +25,50 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::Config, dispatch::Dispatcher, metrics::Metrics, server::AppState, store::Store,
+    config::Config,
+    dispatch::Dispatcher,
+    metrics::Metrics,
+    server::AppState,
+    store::{now_ms, MemoryQueue, Queue, SqliteQueue, StoreError},
 };
 
-/// A host whose channels are up and whose port is bound, not yet serving.
+/// A host whose channels are up, whose port is bound and whose queue is open, not
+/// yet serving.
 pub struct Server {
     config: Config,
     state: Arc<AppState>,
-    store: Arc<Store>,
+    store: Arc<dyn Queue>,
     listener: TcpListener,
     addr: SocketAddr,
 }
 
 impl Server {
-    /// Loads the plugins, creates the enabled channels' adapters, opens the event
-    /// store, queues the events a previous run left pending, and binds the port.
+    /// Loads the plugins, creates the enabled channels' adapters, binds the port,
+    /// opens the event queue (locking it: one host per queue file), and queues the
+    /// events a previous run left pending. A second host started by mistake stops at
+    /// the port or the lock, before it has resumed or sent anything.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         let channels = channels::start(&config, &metrics)?;
-        let remember = Duration::from_secs(config.queue.remember_secs);
-        let store = Arc::new(if config.queue.in_memory() {
-            Store::in_memory(remember, config.queue.remember_max)
-        } else {
-            Store::open(&config.queue.path, remember).with_context(|| {
-                format!("queue.path: cannot open {}", config.queue.path.display())
-            })?
-        });
+        let listen = config.server.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let store = open_queue(&config)?;
         let dispatcher = Dispatcher::new(
             dispatch::Settings {
                 workers: config.server.workers,
                 capacity: config.server.queue_capacity,
-                bot: config.bot.clone(),
                 send_timeout: config.send_timeout(),
+                retry_for: Duration::from_secs(config.queue.retry_for_secs),
+                resend_unknown: config.queue.resend_unknown,
             },
             Arc::clone(&store),
+            Arc::new(bot::Bot::new(config.bot.clone())),
             Arc::clone(&metrics),
         );
-        resume_pending(&store, &dispatcher, &channels.by_name).await?;
+        resume_pending(&*store, &dispatcher, &channels.by_name).await?;
 
         let state = Arc::new(AppState {
             channels: channels.by_name,
@@ -71,11 +78,6 @@ impl Server {
             metrics,
             body_timeout: Duration::from_millis(config.server.body_timeout_ms),
         });
-        let listen = config.server.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
         Ok(Self {
             config,
             state,
@@ -106,7 +108,8 @@ impl Server {
         } = self;
         let channels: Vec<_> = state.channels.values().cloned().collect();
         tracing::info!(%addr, channels = channels.len(), "serving webhooks");
-        let pruning = tokio::spawn(prune_forever(Arc::clone(&store)));
+        let remember = Duration::from_secs(config.queue.remember_secs);
+        let pruning = tokio::spawn(prune_forever(Arc::clone(&store), remember));
         axum::serve(listener, server::app(Arc::clone(&state)))
             .with_graceful_shutdown(shutdown)
             .await
@@ -122,7 +125,7 @@ impl Server {
         if !state.dispatcher.drain(grace).await {
             tracing::warn!(
                 pending = state.dispatcher.depth(),
-                "shutdown grace period over; unsent events stay queued for the next start"
+                "events left queued for the next start (grace period over, or waiting for a retry)"
             );
         }
         for channel in channels {
@@ -140,7 +143,7 @@ impl Server {
 
 /// Queues what a previous run accepted and did not finish.
 async fn resume_pending(
-    store: &Store,
+    store: &dyn Queue,
     dispatcher: &Dispatcher,
     channels: &std::collections::HashMap<String, Arc<channels::Channel>>,
 ) -> anyhow::Result<()> {
@@ -153,10 +156,10 @@ async fn resume_pending(
         "resuming events accepted before the last stop"
     );
     for item in pending {
-        match channels.get(&item.channel) {
-            Some(channel) => dispatcher.resume(channel, item.event, item.sent),
+        match channels.get(&item.key.channel) {
+            Some(channel) => dispatcher.resume(channel, item),
             None => tracing::warn!(
-                channel = item.channel,
+                channel = item.key.channel,
                 event_id = %item.event.event_id,
                 "pending event of a channel that is not enabled; left in the queue"
             ),
@@ -165,12 +168,30 @@ async fn resume_pending(
     Ok(())
 }
 
-/// Forgets old processed event ids once a minute.
-async fn prune_forever(store: Arc<Store>) {
+/// Opens the queue `[queue]` names.
+fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+    if config.queue.in_memory() {
+        return Ok(Arc::new(MemoryQueue::new(config.queue.remember_max)));
+    }
+    let path = &config.queue.path;
+    match SqliteQueue::open(path) {
+        Ok(queue) => Ok(Arc::new(queue)),
+        // Already names the file and says what to do.
+        Err(err @ StoreError::Locked { .. }) => Err(anyhow::anyhow!("queue.path: {err}")),
+        Err(err) => {
+            Err(anyhow::Error::new(err)
+                .context(format!("queue.path: cannot open {}", path.display())))
+        }
+    }
+}
+
+/// Forgets processed event ids older than `remember` once a minute.
+async fn prune_forever(store: Arc<dyn Queue>, remember: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        match store.prune().await {
+        let remember = i64::try_from(remember.as_millis()).unwrap_or(i64::MAX);
+        match store.prune(now_ms().saturating_sub(remember)).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(forgotten = n, "old event ids pruned"),
             Err(err) => tracing::error!("{err}"),

@@ -18,7 +18,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, UNKNOWN_MS};
+use super::schema::{Key, UNKNOWN_MS};
+use crate::store::{EventKey, StoreError};
 
 fn unknown_ms() -> i64 {
     UNKNOWN_MS
@@ -35,6 +36,30 @@ pub(super) struct Record {
     pub(super) at_ms: i64,
     /// The event's stored JSON, as the `intake` table's `event` column holds it.
     pub(super) event: String,
+    /// When it was accepted (ms since the epoch); 0 in the lines of hosts from before
+    /// it was kept (taken as the time it is read back).
+    #[serde(default)]
+    pub(super) accepted_ms: i64,
+}
+
+impl Record {
+    /// The event's key.
+    pub(super) fn id(&self) -> EventKey {
+        EventKey {
+            channel: self.channel.clone(),
+            event_id: self.event_id.clone(),
+            at_ms: self.at_ms,
+        }
+    }
+
+    /// Its row's key.
+    pub(super) fn key(&self) -> Key<'_> {
+        Key {
+            channel: &self.channel,
+            event_id: &self.event_id,
+            at_ms: self.at_ms,
+        }
+    }
 }
 
 /// The journal file, opened for appending.
@@ -57,7 +82,7 @@ impl Journal {
 
     /// Opens (or creates) the journal at `path` and reads back what it holds.
     pub(super) fn open(path: PathBuf) -> Result<(Self, Vec<Record>), StoreError> {
-        let failed = |e: std::io::Error| StoreError(format!("{}: {e}", path.display()));
+        let failed = |e: std::io::Error| StoreError::io(&path, e);
         let file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -105,7 +130,8 @@ impl Journal {
             lines.push(b'\n');
         }
         for record in records {
-            serde_json::to_writer(&mut lines, record).map_err(|e| StoreError(e.to_string()))?;
+            serde_json::to_writer(&mut lines, record)
+                .map_err(|e| StoreError::Unreadable(std::sync::Arc::new(e)))?;
             lines.push(b'\n');
         }
         match self.file.write_all(&lines) {
@@ -129,7 +155,7 @@ impl Journal {
 
     /// An I/O error on the journal, naming its file.
     fn io_error(&self, e: std::io::Error) -> StoreError {
-        StoreError(format!("{}: {e}", self.path.display()))
+        StoreError::io(&self.path, e)
     }
 
     /// Empties the journal once its records are committed in the database.
@@ -155,6 +181,7 @@ mod tests {
             at_ms: 1_700_000_000_000,
             // A real line break inside: escaped in the journal's line.
             event: format!("{{\"event_id\":\"{id}\",\"text\":\"line\nbreak\"}}"),
+            accepted_ms: 1_700_000_000_123,
         }
     }
 
