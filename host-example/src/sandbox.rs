@@ -41,6 +41,9 @@ pub struct GraphCall {
     /// For a call that came as an item of a Graph batch request: how many calls that
     /// request carried. `None` for a plain request.
     pub batch: Option<usize>,
+    /// The HTTP status it was answered with (for a batch item, its own or its
+    /// request's); 0 for no answer.
+    pub status: u16,
 }
 
 impl GraphCall {
@@ -105,6 +108,8 @@ impl Scripted {
 struct Shared {
     calls: Mutex<Vec<GraphCall>>,
     script: Mutex<VecDeque<Scripted>>,
+    /// While set, the answer to every call.
+    outage: Mutex<Option<Scripted>>,
     batch_script: Mutex<VecDeque<Scripted>>,
     delay_ms: AtomicU64,
     next_id: AtomicU64,
@@ -150,6 +155,18 @@ impl SandboxGraph {
     /// Queues answers for the next calls, in order; later calls get the default success.
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.shared.script.lock().unwrap().extend(answers);
+    }
+
+    /// While `answer` is set, every call (a batch request's items too) gets it,
+    /// scripted answers waiting; `None` ends the outage.
+    pub fn set_outage(&self, answer: Option<Scripted>) {
+        *self.shared.outage.lock().unwrap() = answer;
+    }
+
+    /// The calls answered with success so far.
+    pub fn delivered(&self) -> Vec<GraphCall> {
+        let calls = self.shared.calls.lock().unwrap();
+        calls.iter().filter(|c| c.status == 200).cloned().collect()
     }
 
     /// Queues answers for the next batch requests as a whole (their items are still
@@ -210,10 +227,11 @@ async fn record(
         raw_body: String::from_utf8_lossy(&body).into_owned(),
         headers: header_fields(&headers),
         batch: None,
+        status: 200,
     };
     let recipient = call.recipient().to_owned();
-    shared.calls.lock().unwrap().push(call);
-    let scripted = shared.script.lock().unwrap().pop_front();
+    let scripted = shared.next_answer();
+    shared.record(call, scripted.as_ref());
     shared.wait(1).await;
     match scripted {
         Some(answer) => answer.into_response(),
@@ -225,6 +243,19 @@ async fn record(
 }
 
 impl Shared {
+    /// The answer the next call gets instead of success: the outage's, or the next
+    /// scripted one.
+    fn next_answer(&self) -> Option<Scripted> {
+        let outage = self.outage.lock().unwrap().clone();
+        outage.or_else(|| self.script.lock().unwrap().pop_front())
+    }
+
+    /// Records `call`, answered with `answer` (success when `None`).
+    fn record(&self, mut call: GraphCall, answer: Option<&Scripted>) {
+        call.status = answer.map_or(200, |a| a.status);
+        self.calls.lock().unwrap().push(call);
+    }
+
     /// The delay every answer waits, if one is set, counting the `calls` in flight
     /// meanwhile.
     async fn wait(&self, calls: u64) {
@@ -300,6 +331,8 @@ async fn answer_batch(
     };
     let root = uri.path().trim_end_matches('/');
     let headers = header_fields(headers);
+    // Scripted answers are taken on arrival, as for plain calls, before any delay.
+    let whole = shared.batch_script.lock().unwrap().pop_front();
     let mut answers = Vec::with_capacity(items.len());
     for item in &items {
         let relative = text(item, "relative_url");
@@ -331,23 +364,23 @@ async fn answer_batch(
             raw_body: form,
             headers: headers.clone(),
             batch: Some(items.len()),
+            status: 200,
         };
+        let scripted = if whole.is_some() {
+            None
+        } else {
+            shared.next_answer()
+        };
+        shared.record(call.clone(), whole.as_ref().or(scripted.as_ref()));
         answers.push((
-            call.method.clone(),
-            call.path.clone(),
-            call.recipient().to_owned(),
+            (
+                call.method.clone(),
+                call.path.clone(),
+                call.recipient().to_owned(),
+            ),
+            scripted,
         ));
-        shared.calls.lock().unwrap().push(call);
     }
-    // Scripted answers are taken on arrival, as for plain calls, before any delay.
-    let whole = shared.batch_script.lock().unwrap().pop_front();
-    let answers: Vec<_> = match whole {
-        Some(_) => Vec::new(),
-        None => answers
-            .into_iter()
-            .map(|call| (call, shared.script.lock().unwrap().pop_front()))
-            .collect(),
-    };
     shared.wait(items.len() as u64).await;
     if let Some(answer) = whole {
         return answer.into_response();

@@ -22,6 +22,7 @@ use crate::{messenger_plugin, page_token, APP_SECRET, PAGES, VERIFY_TOKEN};
 
 /// How to start a host. Every host it starts shares one folder (plugins, config,
 /// event store), so a restarted host finds what the previous one left.
+#[derive(Clone)]
 pub struct HostBuilder {
     dir: Arc<TempDir>,
     graph_url: String,
@@ -50,6 +51,16 @@ impl HostBuilder {
                 ("TEST_FB_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
                 ("TEST_FB_VERIFY_TOKEN".to_owned(), VERIFY_TOKEN.to_owned()),
             ],
+        }
+    }
+
+    /// The same host (same folder, so the same queue file) talking to another Graph
+    /// API.
+    #[must_use]
+    pub fn with_graph(&self, graph_url: &str) -> Self {
+        Self {
+            graph_url: graph_url.to_owned(),
+            ..self.clone()
         }
     }
 

@@ -19,31 +19,6 @@ fn message_from(user: &str, mid: &str, text: &str) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_crash_after_the_200_loses_nothing_and_the_reply_goes_out_once() {
-    let graph = fake_graph().await;
-    // The first send fails transiently; the plugin waits 5 s before trying again,
-    // and the host is killed during that wait.
-    graph.script([Scripted::graph_error(500, 1200, 0, "try later")]);
-    let builder = HostBuilder::new(&graph.url).messenger_setting("backoff_base_ms", "10000");
-    let mut host = builder.start();
-    post_signed(&host, &fixture("message_text")).await;
-    assert_eq!(graph.wait_for(1, Duration::ZERO).await.len(), 1);
-    tokio::task::block_in_place(|| host.kill());
-
-    let restarted = builder.start();
-    let calls = graph.wait_for(2, Duration::from_millis(500)).await;
-    assert_eq!(calls.len(), 2, "{calls:#?}\n{}", restarted.log());
-    assert_eq!(calls[1].text(), Some("Hello, bot!"));
-    assert!(restarted
-        .log()
-        .contains("resuming events accepted before the last stop"));
-
-    // Redelivered after the restart: remembered, not answered again.
-    post_signed(&restarted, &fixture("message_text")).await;
-    assert_eq!(graph.wait_for(3, SETTLE).await.len(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_body_is_answered_once() {
     let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod compat;
+mod delivery;
 mod durability;
 mod faults;
 mod handshake;
