@@ -270,6 +270,20 @@ async fn messaging_types_tags_and_options() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_idempotency_key_is_accepted_and_not_sent_to_the_send_api() {
+    let mut message = text("once");
+    message.options_json = r#"{"idempotency_key":"reply-7f3a","metadata":"m"}"#.into();
+    assert_eq!(
+        bodies(message).await[0],
+        json!({
+            "recipient": { "id": USER },
+            "messaging_type": "RESPONSE",
+            "message": { "text": "once", "metadata": "m" },
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_raw_message_object_passes_through_untouched() {
     let raw = json!({ "attachment": { "type": "template", "payload": {
         "template_type": "media",
@@ -358,6 +372,10 @@ async fn limits_are_checked_before_any_request() {
     cases.push((
         with(&|m| m.options_json = r#"{"colour":"red"}"#.into()),
         "options_json.colour",
+    ));
+    cases.push((
+        with(&|m| m.options_json = r#"{"idempotency_key":7}"#.into()),
+        "options_json.idempotency_key",
     ));
     cases.push((
         with(&|m| {
