@@ -27,14 +27,30 @@ impl ErrorKind {
     /// The incoming request is not authentic (HTTP 401/403).
     pub const UNAUTHORIZED: Self = Self(3);
     /// The remote API asked us to slow down; see [`AdapterError::retry_after_ms`].
+    ///
+    /// From `send`, a promise that the message was **not** delivered: trying it again
+    /// later, after the wait, cannot deliver it twice.
     pub const RATE_LIMITED: Self = Self(4);
     /// A failure that may succeed if tried again later.
+    ///
+    /// From `send`, a promise that the message was **not** delivered (the connection
+    /// failed before the request was written, or the channel answered that it did not
+    /// take it, e.g. an HTTP 5xx): the host may try it again later, even after a
+    /// restart. A failure after which the message may have arrived is
+    /// [`ErrorKind::TIMEOUT`] instead; so is a message of several parts whose first
+    /// parts were delivered.
     pub const TRANSIENT: Self = Self(5);
     /// A failure that will not succeed if tried again.
     pub const PERMANENT: Self = Self(6);
     /// The plugin panicked; the adapter should be considered broken.
     pub const PANICKED: Self = Self(7);
-    /// The operation did not finish in time.
+    /// The operation did not finish in time, or its outcome is otherwise unknown.
+    ///
+    /// From `send`: the request may have reached the channel (no answer in time, the
+    /// connection reset after the request was sent, a batch left the call
+    /// unanswered), so the message **may have been delivered**. A message of several
+    /// parts that failed after its first parts were delivered is reported as this
+    /// kind too. Hosts do not send it again by default: doing so risks a duplicate.
     pub const TIMEOUT: Self = Self(8);
     /// The outbound message or operation input is invalid; nothing was sent.
     pub const INVALID_MESSAGE: Self = Self(9);
@@ -114,7 +130,12 @@ impl AdapterError {
         self
     }
 
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed: [`ErrorKind::TRANSIENT`],
+    /// [`ErrorKind::RATE_LIMITED`] or [`ErrorKind::TIMEOUT`].
+    ///
+    /// This does not say that trying again is safe. After a `TIMEOUT` the message may
+    /// already have been delivered, so a host that must not deliver a message twice
+    /// resends only `TRANSIENT` and `RATE_LIMITED` (after [`Self::retry_after_ms`]).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,

@@ -180,6 +180,13 @@ pub struct OutboundMessage {
     pub reply_token: ROption<RString>,
     /// Channel-specific options as a JSON object (for Messenger:
     /// `notification_type`, `persona_id`, `metadata`); empty for none.
+    ///
+    /// One key is reserved for the host: `"idempotency_key"`, a string the host sets
+    /// on each reply, the same for every try of that reply (across host restarts too)
+    /// and different for different replies. Every plugin must accept it. Where the
+    /// channel can recognise a repeated request, the plugin uses it (LINE's
+    /// `X-Line-Retry-Key` is derived from it), so that trying again a reply that did
+    /// arrive does not deliver it twice.
     pub options_json: RString,
     /// A channel-native message object sent as is instead of the fields above; empty
     /// for none.

@@ -3,7 +3,7 @@
 use std::{future::Future, sync::Arc};
 
 use adapter_api::{
-    AdapterError, InboundEvent, OutboundMessage, SendReceipt, Verdict, WebhookRequest,
+    AdapterError, ErrorKind, InboundEvent, OutboundMessage, SendReceipt, Verdict, WebhookRequest,
 };
 use adapter_kit::{Channel, Log};
 use reqwest::Method;
@@ -54,9 +54,11 @@ impl Channel for LineChannel {
         message: OutboundMessage,
     ) -> impl Future<Output = std::result::Result<SendReceipt, AdapterError>> + Send + 'static {
         let messages = send::messages(&message);
+        let idempotency_key = send::idempotency_key(&message);
         let (api, log) = (Arc::clone(&self.api), self.log.clone());
         async move {
             let messages = messages?;
+            let idempotency_key = idempotency_key?;
             let mut receipt = SendReceipt {
                 recipient_id: message.recipient_id.clone(),
                 ..SendReceipt::default()
@@ -66,32 +68,16 @@ impl Channel for LineChannel {
                 .as_ref()
                 .into_option()
                 .map(|t| t.to_string());
-            for chunk in messages.chunks(MAX_MESSAGES) {
-                let answer = match token.take() {
-                    Some(token) => match api.reply(&token, chunk).await {
-                        Ok(answer) => {
-                            receipt.attempts += 1;
-                            answer
-                        }
-                        // An expired or used reply token: push instead.
-                        Err(Error::Api {
-                            status: 400,
-                            message: reason,
-                            ..
-                        }) => {
-                            log.info(|| format!("reply token refused ({reason}); pushing instead"));
-                            let (answer, attempts) = api.push(&message.recipient_id, chunk).await?;
-                            receipt.attempts += attempts + 1;
-                            answer
-                        }
-                        Err(err) => return Err(err.into()),
-                    },
-                    None => {
-                        let (answer, attempts) = api.push(&message.recipient_id, chunk).await?;
-                        receipt.attempts += attempts;
-                        answer
-                    }
+            let parts = messages.len().div_ceil(MAX_MESSAGES);
+            for (part, chunk) in messages.chunks(MAX_MESSAGES).enumerate() {
+                let retry_key = send::retry_key(idempotency_key.as_deref(), part);
+                let to = message.recipient_id.as_str();
+                let sent = send_part(&api, to, chunk, &retry_key, token.take(), &log).await;
+                let (answer, attempts) = match sent {
+                    Ok(sent) => sent,
+                    Err(err) => return Err(partly_delivered(err.into(), part, parts)),
                 };
+                receipt.attempts += attempts;
                 receipt.parts += 1;
                 if let Some(id) = answer["sentMessages"]
                     .as_array()
@@ -142,4 +128,50 @@ impl Channel for LineChannel {
             Ok(answer.to_string())
         }
     }
+}
+
+/// Sends one part: as a reply when there is a `token`, as a push to `to` with
+/// `retry_key` otherwise or when LINE refuses the token. The answer, and the
+/// requests it took.
+async fn send_part(
+    api: &Api,
+    to: &str,
+    messages: &[Value],
+    retry_key: &str,
+    token: Option<String>,
+    log: &Log,
+) -> Result<(Value, u32)> {
+    let mut attempts = 0;
+    if let Some(token) = token {
+        attempts += 1;
+        match api.reply(&token, messages).await {
+            Ok(answer) => return Ok((answer, attempts)),
+            // An expired or used reply token: push instead.
+            Err(Error::Api {
+                status: 400,
+                message: reason,
+                ..
+            }) => log.info(|| format!("reply token refused ({reason}); pushing instead")),
+            Err(err) => return Err(err),
+        }
+    }
+    let (answer, pushes) = api.push(to, messages, retry_key).await?;
+    Ok((answer, attempts + pushes))
+}
+
+/// The error of part `failed` (from 0) of `total`. After the first part, the earlier
+/// ones were delivered: an error that promises nothing was delivered (`TRANSIENT`,
+/// `RATE_LIMITED`) becomes `TIMEOUT`, which hosts do not resend by default.
+fn partly_delivered(mut err: AdapterError, failed: usize, total: usize) -> AdapterError {
+    if failed == 0 || !matches!(err.kind, ErrorKind::TRANSIENT | ErrorKind::RATE_LIMITED) {
+        return err;
+    }
+    err.kind = ErrorKind::TIMEOUT;
+    err.message = format!(
+        "part {} of {total} failed after {failed} part(s) were delivered: {}",
+        failed + 1,
+        err.message
+    )
+    .into();
+    err
 }

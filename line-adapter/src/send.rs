@@ -1,6 +1,8 @@
 //! The channel-neutral message as LINE message objects, and the Messaging API client:
 //! the reply API when the event left a reply token, the push API (with an
-//! `X-Line-Retry-Key`, so retries cannot deliver twice) otherwise.
+//! `X-Line-Retry-Key`, so retries cannot deliver twice) otherwise. The retry key comes
+//! from the host's `idempotency_key` when the message has one, so the host's own
+//! retries of a reply cannot deliver it twice either.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use adapter_api::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::{
     error::{Error, Result},
@@ -177,6 +180,22 @@ pub fn messages(message: &OutboundMessage) -> Result<Vec<Value>> {
     Ok(out)
 }
 
+/// The host's `idempotency_key` from `options_json`, if it set one. LINE has no other
+/// option: other keys are ignored.
+pub fn idempotency_key(message: &OutboundMessage) -> Result<Option<String>> {
+    if message.options_json.trim().is_empty() {
+        return Ok(None);
+    }
+    let Ok(Value::Object(options)) = serde_json::from_str(&message.options_json) else {
+        return invalid("options_json", "must be a JSON object");
+    };
+    match options.get("idempotency_key") {
+        None => Ok(None),
+        Some(Value::String(key)) if !key.is_empty() => Ok(Some(key.clone())),
+        Some(_) => invalid("options_json.idempotency_key", "must be a non-empty string"),
+    }
+}
+
 /// The Messaging API client.
 pub struct Api {
     client: reqwest::Client,
@@ -203,25 +222,23 @@ impl Api {
             .await
     }
 
-    /// `POST /v2/bot/message/push` with a retry key: retried on transient failures,
-    /// timeouts included, since LINE accepts one request per key (409 for the rest).
-    pub async fn push(&self, to: &str, messages: &[Value]) -> Result<(Value, u32)> {
+    /// `POST /v2/bot/message/push` with the retry key `key` ([`retry_key`]): retried
+    /// on transient failures, timeouts included, since LINE accepts one request per
+    /// key (409 for the rest). When a try that may have reached LINE was tried again,
+    /// the error is an unknown outcome whatever the last try's error says.
+    pub async fn push(&self, to: &str, messages: &[Value], key: &str) -> Result<(Value, u32)> {
         let body = json!({ "to": to, "messages": messages });
-        let key = retry_key();
         let mut attempt = 1;
+        let mut may_have_arrived = false;
         loop {
             match self
-                .request(
-                    Method::POST,
-                    "/v2/bot/message/push",
-                    Some(&body),
-                    Some(&key),
-                )
+                .request(Method::POST, "/v2/bot/message/push", Some(&body), Some(key))
                 .await
             {
                 Ok(answer) => return Ok((answer, attempt)),
                 Err(Error::Api { status: 409, .. }) => return Ok((Value::Null, attempt)),
                 Err(err) if attempt < self.settings.max_attempts && retryable(&err) => {
+                    may_have_arrived |= err.may_have_arrived();
                     let wait = match &err {
                         Error::Api { retry_after_ms, .. } if *retry_after_ms > 0 => *retry_after_ms,
                         _ => self.settings.backoff_base_ms << (attempt - 1).min(10),
@@ -232,6 +249,7 @@ impl Api {
                     .await;
                     attempt += 1;
                 }
+                Err(err) if may_have_arrived => return Err(err.after_unknown_try()),
                 Err(err) => return Err(err),
             }
         }
@@ -294,9 +312,32 @@ fn retryable(err: &Error) -> bool {
     }
 }
 
-/// A random UUID (version 4), as `X-Line-Retry-Key` requires.
-fn retry_key() -> String {
-    let mut bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+/// The `X-Line-Retry-Key` (a version-4 UUID) of the push request carrying part
+/// `part` (from 0) of a message.
+///
+/// With the host's `idempotency_key`, it is the first 16 bytes of the SHA-256 of the
+/// key (followed by `#part` for parts after the first), so every try of the same
+/// reply, even after a host restart, carries the same key and LINE delivers it once;
+/// each part has its own, so that one part is not taken for a repeat of another.
+/// Without one, it is random.
+pub fn retry_key(idempotency_key: Option<&str>, part: usize) -> String {
+    let bytes = match idempotency_key {
+        Some(key) => {
+            let mut hash = Sha256::new();
+            hash.update(key.as_bytes());
+            if part > 0 {
+                hash.update(format!("#{part}").as_bytes());
+            }
+            let digest = hash.finalize();
+            std::array::from_fn(|i| digest[i])
+        }
+        None => std::array::from_fn(|_| fastrand::u8(..)),
+    };
+    uuid_v4(bytes)
+}
+
+/// `bytes` as a version-4 UUID, `8-4-4-4-12`, with the version and variant bits set.
+fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex = hex::encode(bytes);
@@ -314,12 +355,72 @@ fn retry_key() -> String {
 mod tests {
     use super::*;
 
+    fn assert_v4_uuid(key: &str) {
+        assert_eq!(key.len(), 36, "{key}");
+        let dashes: Vec<_> = key.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23], "{key}");
+        assert_eq!(&key[14..15], "4", "{key}");
+        assert!(matches!(&key[19..20], "8" | "9" | "a" | "b"), "{key}");
+    }
+
     #[test]
-    fn retry_keys_are_v4_uuids() {
-        let key = retry_key();
-        assert_eq!(key.len(), 36);
-        assert_eq!(&key[14..15], "4");
-        assert!(matches!(&key[19..20], "8" | "9" | "a" | "b"));
-        assert_ne!(key, retry_key());
+    fn random_retry_keys_are_v4_uuids_and_differ() {
+        let key = retry_key(None, 0);
+        assert_v4_uuid(&key);
+        assert_ne!(key, retry_key(None, 0));
+    }
+
+    #[test]
+    fn a_retry_key_is_the_same_for_the_same_idempotency_key_and_part() {
+        let key = retry_key(Some("reply-1"), 0);
+        assert_v4_uuid(&key);
+        assert_eq!(key, retry_key(Some("reply-1"), 0));
+        // The first 16 bytes of SHA-256("reply-1"), version and variant bits set.
+        let digest = Sha256::digest(b"reply-1");
+        let mut bytes: [u8; 16] = std::array::from_fn(|i| digest[i]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        assert_eq!(key.replace('-', ""), hex::encode(bytes));
+    }
+
+    #[test]
+    fn retry_keys_differ_for_different_idempotency_keys_and_parts() {
+        let first = retry_key(Some("reply-1"), 0);
+        assert_ne!(first, retry_key(Some("reply-2"), 0));
+        let second_part = retry_key(Some("reply-1"), 1);
+        assert_v4_uuid(&second_part);
+        assert_ne!(first, second_part);
+    }
+
+    fn with_options(options: &str) -> OutboundMessage {
+        let mut message = OutboundMessage::text("Udest", "Uuser", "hi");
+        message.options_json = options.into();
+        message
+    }
+
+    #[test]
+    fn the_idempotency_key_is_read_from_the_options_and_other_options_are_ignored() {
+        let key = idempotency_key(&with_options(r#"{"idempotency_key":"k1","x":1}"#));
+        assert_eq!(key.unwrap().as_deref(), Some("k1"));
+        assert_eq!(idempotency_key(&with_options("")).unwrap(), None);
+        assert_eq!(idempotency_key(&with_options(r#"{"x":1}"#)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_malformed_idempotency_key_is_an_invalid_message_naming_the_field() {
+        for (options, field) in [
+            (r#"{"idempotency_key":7}"#, "options_json.idempotency_key: "),
+            (
+                r#"{"idempotency_key":""}"#,
+                "options_json.idempotency_key: ",
+            ),
+            ("[1]", "options_json: "),
+        ] {
+            let err = idempotency_key(&with_options(options)).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidMessage(m) if m.starts_with(field)),
+                "{options}: {err}"
+            );
+        }
     }
 }

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use adapter_api::{
     abi_stable::std_types::{ROption, RSlice},
-    Adapter, AttachmentKind, Button, ButtonKind, EventFlags, EventKind, Header, InboundEvent,
-    OutboundMessage, QuickReply, Verdict, WebhookRequest,
+    Adapter, AdapterError, AttachmentKind, Button, ButtonKind, ErrorKind, EventFlags, EventKind,
+    Header, InboundEvent, OutboundMessage, QuickReply, SendReceipt, Verdict, WebhookRequest,
 };
 use host_example::sandbox::{SandboxGraph, Scripted};
-use line_adapter::webhook::{parse, sign, verify};
+use line_adapter::{
+    send::retry_key,
+    webhook::{parse, sign, verify},
+};
 use serde_json::{json, Value};
 
 const SECRET: &str = "line-channel-secret";
@@ -146,16 +149,28 @@ fn the_console_verification_body_has_no_events_and_bad_bodies_are_errors() {
     }
 }
 
-async fn setup() -> (SandboxGraph, Adapter) {
-    let api = SandboxGraph::start().await.unwrap();
-    let settings = json!({
-        "channel_secret": SECRET, "channel_access_token": TOKEN, "api_base": api.url, "backoff_base_ms": 5,
+/// An adapter calling the LINE API at `api_base`, with `extra` settings.
+fn adapter_at(api_base: &str, extra: Value) -> Adapter {
+    let mut settings = json!({
+        "channel_secret": SECRET, "channel_access_token": TOKEN, "api_base": api_base, "backoff_base_ms": 5,
     });
+    for (key, value) in extra.as_object().unwrap() {
+        settings[key] = value.clone();
+    }
     let log = adapter_kit::Log::default();
     let channel =
         line_adapter::channel::LineChannel::from_json(&settings.to_string(), log.clone()).unwrap();
-    let adapter = Adapter::new(adapter_kit::export(channel, "line-test", 1, log).unwrap());
+    Adapter::new(adapter_kit::export(channel, "line-test", 1, log).unwrap())
+}
+
+async fn setup_with(extra: Value) -> (SandboxGraph, Adapter) {
+    let api = SandboxGraph::start().await.unwrap();
+    let adapter = adapter_at(&api.url, extra);
     (api, adapter)
+}
+
+async fn setup() -> (SandboxGraph, Adapter) {
+    setup_with(json!({})).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,4 +270,217 @@ async fn an_expired_reply_token_falls_back_to_a_push_and_errors_are_classified()
         .unwrap_err();
     assert_eq!(err.kind, adapter_api::ErrorKind::INVALID_MESSAGE);
     assert_eq!(api.calls().len(), 3);
+}
+
+async fn send(adapter: &Adapter, message: OutboundMessage) -> Result<SendReceipt, AdapterError> {
+    adapter.send(message, Duration::from_secs(20)).await
+}
+
+/// A push (no reply token) of `text`, with the host's `idempotency_key` if given.
+fn push(text: &str, idempotency_key: Option<&str>) -> OutboundMessage {
+    let mut message = OutboundMessage::text("Udest", "Uuser", text);
+    if let Some(key) = idempotency_key {
+        message.options_json = json!({ "idempotency_key": key }).to_string().into();
+    }
+    message
+}
+
+fn reply(text: &str) -> OutboundMessage {
+    let mut message = OutboundMessage::text("Udest", "Uuser", text);
+    message.reply_token = ROption::RSome("reply-token".into());
+    message
+}
+
+fn answer(status: u16) -> Scripted {
+    Scripted {
+        status,
+        body: json!({ "message": format!("scripted {status}") }),
+        headers: vec![],
+    }
+}
+
+fn retry_keys(api: &SandboxGraph) -> Vec<String> {
+    api.calls()
+        .iter()
+        .map(|c| c.headers["x-line-retry-key"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_try_of_the_same_reply_carries_the_retry_key_derived_from_its_idempotency_key() {
+    let (api, adapter) = setup().await;
+    // The host sends the same reply twice (a retry after a restart, say), then another.
+    send(&adapter, push("hi", Some("reply-1"))).await.unwrap();
+    api.script([answer(409)]);
+    let again = send(&adapter, push("hi", Some("reply-1"))).await.unwrap();
+    assert_eq!(again.parts, 1, "409 means LINE has it already: done");
+    send(&adapter, push("hi", Some("reply-2"))).await.unwrap();
+
+    let keys = retry_keys(&api);
+    assert_eq!(keys[0], retry_key(Some("reply-1"), 0));
+    assert_eq!(keys[1], keys[0]);
+    assert_ne!(keys[2], keys[0]);
+    assert_eq!(keys[2], retry_key(Some("reply-2"), 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_idempotency_key_each_send_gets_a_random_retry_key() {
+    let (api, adapter) = setup().await;
+    send(&adapter, push("hi", None)).await.unwrap();
+    send(&adapter, push("hi", None)).await.unwrap();
+    let keys = retry_keys(&api);
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_push_of_a_long_message_has_its_own_retry_key() {
+    let (api, adapter) = setup().await;
+    let mut message = push("", Some("reply-9"));
+    let texts: Vec<Value> = (0..7)
+        .map(|i| json!({ "type": "text", "text": format!("line {i}") }))
+        .collect();
+    message.raw_json = Value::Array(texts).to_string().into();
+    let receipt = send(&adapter, message).await.unwrap();
+    assert_eq!(receipt.parts, 2);
+    let keys = retry_keys(&api);
+    assert_ne!(
+        keys[0], keys[1],
+        "LINE would take the second push for a repeat"
+    );
+    assert_eq!(
+        keys,
+        [retry_key(Some("reply-9"), 0), retry_key(Some("reply-9"), 1)]
+    );
+    assert_eq!(api.calls()[1].body["messages"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_idempotency_key_is_refused_before_any_request() {
+    let (api, adapter) = setup().await;
+    let mut message = push("hi", None);
+    message.options_json = r#"{"idempotency_key":42}"#.into();
+    let err = send(&adapter, message).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::INVALID_MESSAGE);
+    assert!(
+        err.message.contains("options_json.idempotency_key"),
+        "{err}"
+    );
+    assert!(api.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_connection_is_transient_for_a_push_and_for_a_reply() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let adapter = adapter_at(&closed, json!({ "max_attempts": 2 }));
+    for message in [push("hi", Some("reply-1")), reply("hi")] {
+        let err = send(&adapter, message).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
+        assert!(!err.message.contains(TOKEN), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_5xx_answer_is_transient_after_the_pushes_retries() {
+    let (api, adapter) = setup_with(json!({ "max_attempts": 3 })).await;
+    api.script((0..3).map(|_| answer(503)));
+    let err = send(&adapter, push("hi", Some("reply-1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
+    assert_eq!(api.calls().len(), 3);
+
+    api.script([answer(500)]);
+    let err = send(&adapter, reply("hi")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
+    assert_eq!(api.calls().len(), 4, "a reply is tried once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_is_rate_limited_with_the_wait_from_retry_after() {
+    let (api, adapter) = setup_with(json!({ "max_attempts": 1 })).await;
+    let limited = || answer(429).header("retry-after", "7");
+    api.script([limited(), limited()]);
+    for message in [push("hi", Some("reply-1")), reply("hi")] {
+        let err = send(&adapter, message).await.unwrap_err();
+        assert_eq!(
+            (err.kind, err.retry_after_ms),
+            (ErrorKind::RATE_LIMITED, 7000),
+            "{err}"
+        );
+    }
+    assert_eq!(api.calls().len(), 2);
+}
+
+/// A server that reads each request and hangs up without answering.
+async fn hang_up_server() -> String {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0; 65536];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_or_a_hang_up_after_sending_is_an_unknown_outcome() {
+    let (api, adapter) = setup_with(json!({ "request_timeout_ms": 100 })).await;
+    api.set_delay(Duration::from_millis(400));
+    let err = send(&adapter, reply("slow")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
+    assert_eq!(
+        api.calls().len(),
+        1,
+        "a reply that may have arrived is not resent"
+    );
+
+    let adapter = adapter_at(&hang_up_server().await, json!({ "max_attempts": 2 }));
+    for message in [push("hi", Some("reply-1")), reply("hi")] {
+        let err = send(&adapter, message).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_5xx_after_a_push_that_timed_out_is_an_unknown_outcome() {
+    let (api, adapter) = setup_with(json!({ "request_timeout_ms": 300, "max_attempts": 2 })).await;
+    api.set_delay(Duration::from_millis(900));
+    let sending = tokio::spawn(async move {
+        let result = send(&adapter, push("hi", None)).await;
+        (result, adapter)
+    });
+    api.wait_for(1, Duration::ZERO).await;
+    api.set_delay(Duration::ZERO);
+    api.script([answer(500)]);
+    let (result, _adapter) = sending.await.unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(api.calls().len(), 2);
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
+    assert!(err.message.contains("HTTP 500"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_push_failing_after_the_first_was_delivered_is_an_unknown_outcome() {
+    let (api, adapter) = setup_with(json!({ "max_attempts": 1 })).await;
+    let mut message = push("", Some("reply-3"));
+    let texts: Vec<Value> = (0..6)
+        .map(|i| json!({ "type": "text", "text": format!("line {i}") }))
+        .collect();
+    message.raw_json = Value::Array(texts).to_string().into();
+    api.script([answer(200), answer(500)]);
+    let err = send(&adapter, message.clone()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
+    assert!(err.message.contains("part 2 of 2"), "{err}");
+
+    // The first push failing is still a clean "not delivered".
+    api.script([answer(500)]);
+    let err = send(&adapter, message).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
 }

@@ -4,8 +4,8 @@
 use std::{future::Future, sync::Arc};
 
 use adapter_api::{
-    AdapterError, ChannelAdapterBox, InboundEvent, OutboundMessage, SendReceipt, Verdict,
-    WebhookRequest,
+    AdapterError, ChannelAdapterBox, ErrorKind, InboundEvent, OutboundMessage, SendReceipt,
+    Verdict, WebhookRequest,
 };
 use adapter_kit::{Channel, Log};
 use serde_json::Value;
@@ -103,7 +103,8 @@ impl Channel for MessengerAdapter {
                     Ok(answer) => answer,
                     Err(err) => {
                         log.warn(|| format!("send as page {} failed: {err}", page.id));
-                        return Err(with_attempts(err.into(), receipt.attempts));
+                        let err = partly_delivered(err.into(), receipt.parts, requests.len());
+                        return Err(with_attempts(err, receipt.attempts));
                     }
                 };
                 receipt.parts += 1;
@@ -136,6 +137,24 @@ impl Channel for MessengerAdapter {
             Ok(answer.to_string())
         }
     }
+}
+
+/// The error of a message after its first `sent` of `total` parts were delivered.
+/// Sending the message again would deliver those twice, so after the first part an
+/// error that promises nothing was delivered (`TRANSIENT`, `RATE_LIMITED`) becomes
+/// `TIMEOUT`, which hosts do not resend by default.
+fn partly_delivered(mut err: AdapterError, sent: u32, total: usize) -> AdapterError {
+    if sent == 0 || !matches!(err.kind, ErrorKind::TRANSIENT | ErrorKind::RATE_LIMITED) {
+        return err;
+    }
+    err.kind = ErrorKind::TIMEOUT;
+    err.message = format!(
+        "part {} of {total} failed after {sent} part(s) were delivered: {}",
+        sent + 1,
+        err.message
+    )
+    .into();
+    err
 }
 
 /// Adds `"attempts"` to an error's details, for the host's retry metrics.

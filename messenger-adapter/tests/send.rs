@@ -270,6 +270,20 @@ async fn messaging_types_tags_and_options() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_idempotency_key_is_accepted_and_not_sent_to_the_send_api() {
+    let mut message = text("once");
+    message.options_json = r#"{"idempotency_key":"reply-7f3a","metadata":"m"}"#.into();
+    assert_eq!(
+        bodies(message).await[0],
+        json!({
+            "recipient": { "id": USER },
+            "messaging_type": "RESPONSE",
+            "message": { "text": "once", "metadata": "m" },
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_raw_message_object_passes_through_untouched() {
     let raw = json!({ "attachment": { "type": "template", "payload": {
         "template_type": "media",
@@ -358,6 +372,10 @@ async fn limits_are_checked_before_any_request() {
     cases.push((
         with(&|m| m.options_json = r#"{"colour":"red"}"#.into()),
         "options_json.colour",
+    ));
+    cases.push((
+        with(&|m| m.options_json = r#"{"idempotency_key":7}"#.into()),
+        "options_json.idempotency_key",
     ));
     cases.push((
         with(&|m| {
@@ -514,10 +532,11 @@ async fn hang_up_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_and_refused_connections() {
-    // Hung up after the request was sent: it may have been processed; not resent.
+    // Hung up after the request was sent: it may have been processed; not resent,
+    // and reported as an unknown outcome.
     let (url, accepted) = hang_up_server().await;
     let err = send(&adapter(&url, ""), text("x")).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Nothing listening: the request never left, so it is retried.
@@ -530,6 +549,49 @@ async fn dropped_and_refused_connections() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
     assert!(err.message.contains("Graph API request failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_after_a_resent_timeout_is_reported_as_an_unknown_outcome() {
+    // The first try times out (it may have been delivered), the resend gets a 5xx:
+    // the message may be on the user's screen, so it is not reported as undelivered.
+    let (graph, adapter) =
+        setup(r#","request_timeout_ms":300,"retry_after_timeout":true,"max_attempts":2"#).await;
+    graph.set_delay(Duration::from_millis(900));
+    let slow = tokio::spawn(async move {
+        let err = send(&adapter, text("maybe twice")).await.unwrap_err();
+        (err, adapter)
+    });
+    graph.wait_for(1, Duration::ZERO).await;
+    graph.set_delay(Duration::ZERO);
+    graph.script([Scripted::graph_error(500, 0, 0, "server error")]);
+    let (err, _adapter) = slow.await.unwrap();
+    assert_eq!(graph.calls().len(), 2);
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
+    assert!(err.message.contains("HTTP 500"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_text_failing_after_its_first_part_is_not_reported_as_undelivered() {
+    let (graph, adapter) = setup(r#","max_attempts":1"#).await;
+    graph.script([
+        Scripted {
+            status: 200,
+            body: json!({ "recipient_id": USER, "message_id": "m1" }),
+            headers: vec![],
+        },
+        graph_error(1200, 0),
+    ]);
+    let long = "word ".repeat(500);
+    let err = send(&adapter, text(&long)).await.unwrap_err();
+    assert_eq!(graph.calls().len(), 2);
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
+    assert!(err.message.contains("part 2 of 2"), "{err}");
+
+    // The first part failing is still a clean "not delivered".
+    graph.script([graph_error(1200, 0)]);
+    let err = send(&adapter, text(&long)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

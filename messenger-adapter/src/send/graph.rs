@@ -248,11 +248,28 @@ impl Graph {
 
     /// Given the `first` try's result, tries a failed call again as long as the
     /// errors allow; the result and the number of tries in all.
+    ///
+    /// When a try that may have reached Meta was tried again (`retry_after_timeout`),
+    /// the call's error is an unknown outcome whatever the last try's error says.
     async fn retry(&self, call: &Call<'_>, first: Result<Value>) -> (Result<Value>, u32) {
+        let (result, attempts, may_have_arrived) = self.retry_inner(call, first).await;
+        match result {
+            Err(error) if may_have_arrived => (Err(error.after_unknown_try()), attempts),
+            result => (result, attempts),
+        }
+    }
+
+    /// [`Self::retry`], and whether a try before the last one may have reached Meta.
+    async fn retry_inner(
+        &self,
+        call: &Call<'_>,
+        first: Result<Value>,
+    ) -> (Result<Value>, u32, bool) {
         let mut error = match first {
-            Ok(value) => return (Ok(value), 1),
+            Ok(value) => return (Ok(value), 1, false),
             Err(error) => error,
         };
+        let mut may_have_arrived = false;
         let mut attempt = 1;
         let Call {
             page,
@@ -264,11 +281,12 @@ impl Graph {
         let max = self.settings.max_attempts;
         loop {
             let Some(delay) = self.retry_delay(&error, attempt) else {
-                return (Err(error), attempt);
+                return (Err(error), attempt, may_have_arrived);
             };
             if attempt >= max {
-                return (Err(error), attempt);
+                return (Err(error), attempt, may_have_arrived);
             }
+            may_have_arrived |= error.may_have_arrived();
             self.log.warn(|| {
                 format!(
                     "{method} {path} for page {} failed (try {attempt} of {max}), retrying in {delay:?}: {error}",
@@ -279,7 +297,7 @@ impl Graph {
             attempt += 1;
             self.pacer.ready(&page.id, media).await;
             error = match self.try_once(call).await {
-                Ok(value) => return (Ok(value), attempt),
+                Ok(value) => return (Ok(value), attempt, may_have_arrived),
                 Err(error) => error,
             };
         }

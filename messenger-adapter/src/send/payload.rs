@@ -114,7 +114,8 @@ pub fn requests(message: &OutboundMessage) -> Result<Vec<Request>> {
         .collect())
 }
 
-/// `options_json`: `notification_type`, `persona_id`, `metadata`.
+/// `options_json`: `notification_type`, `persona_id`, `metadata`, and the host's
+/// `idempotency_key`, accepted and not sent (the Send API has no idempotency key).
 fn options(message: &OutboundMessage) -> Result<Map<String, Value>> {
     if message.options_json.trim().is_empty() {
         return Ok(Map::new());
@@ -136,10 +137,15 @@ fn options(message: &OutboundMessage) -> Result<Map<String, Value>> {
             ("persona_id", _) => return invalid("options_json.persona_id", "must be an id string"),
             ("metadata", Value::String(v)) => max_chars("options_json.metadata", v, MAX_METADATA)?,
             ("metadata", _) => return invalid("options_json.metadata", "must be a string"),
+            ("idempotency_key", Value::String(v)) if !v.is_empty() => {}
+            ("idempotency_key", _) => {
+                return invalid("options_json.idempotency_key", "must be a non-empty string")
+            }
             (other, _) => {
                 return invalid(
                     &format!("options_json.{other}"),
-                    "unknown option (known: notification_type, persona_id, metadata)",
+                    "unknown option (known: notification_type, persona_id, metadata, \
+                     idempotency_key)",
                 )
             }
         }
