@@ -109,7 +109,11 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
             }
         }
         match sent {
-            Sent::Yes => {}
+            Sent::Yes => {
+                if let Ok(receipt) = &result {
+                    tracing::debug!(channel = channel.name, event_id = %job.event.event_id, message_id = %receipt.message_id, "reply sent");
+                }
+            }
             Sent::Unknown if !inner.resend_unknown => {
                 channel.metrics.send("unknown");
                 tracing::warn!(channel = channel.name, event_id = %job.event.event_id, reply = index, "reply outcome unknown (it may have been delivered); not sent again: {}", describe(&result));

@@ -95,7 +95,10 @@ async fn replies_outlast_a_graph_outage_and_each_arrives_once() {
 async fn control_for(host: &Host, graph: &FakeGraph, user: &str, i: usize) {
     let text = format!("control-{i}");
     post_signed(host, &message_from(user, &text)).await;
-    until("the control reply", || async { delivered(graph, &text) >= 1 }).await;
+    until("the control reply", || async {
+        delivered(graph, &text) >= 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,7 +146,11 @@ async fn a_reply_waiting_for_its_retry_does_not_hold_up_shutdown_and_is_sent_aft
         "the host exits 0 without waiting out the grace: {status:?}\n{}",
         host.log()
     );
-    assert!(host.log().contains("left queued for the next start"), "{}", host.log());
+    assert!(
+        host.log().contains("left queued for the next start"),
+        "{}",
+        host.log()
+    );
     graph.set_outage(None);
 
     let restarted = builder.start();
@@ -195,7 +202,9 @@ async fn a_host_killed_with_sends_in_flight_does_not_send_them_again() {
         .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"unknown\"}")
         .await;
     assert_eq!(unknown, 4.0, "{}", restarted.log());
-    assert!(restarted.log().contains("its outcome is unknown and it is not sent again"));
+    assert!(restarted
+        .log()
+        .contains("its outcome is unknown and it is not sent again"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

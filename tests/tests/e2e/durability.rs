@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{fake_graph, fixture, sample, sign, HostBuilder, Scripted, APP_SECRET};
+use e2e::{fake_graph, fixture, sample, sign, HostBuilder, APP_SECRET};
 use serde_json::Value;
 
 use crate::{post, post_signed, SETTLE};

@@ -13,6 +13,8 @@ mod schema;
 mod writer;
 
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{
