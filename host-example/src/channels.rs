@@ -1,27 +1,29 @@
 //! Plugins loaded at start-up, and one adapter per enabled channel, with fault
-//! isolation: an adapter that panics is replaced by a fresh one; one that keeps
-//! panicking, or that cannot be created, leaves its channel failed (503) while the
-//! other channels go on.
+//! isolation: a channel whose adapter fails (panics, or cannot be created) is down
+//! for a while, then gets a fresh adapter; the delay grows while the failures go
+//! on (a circuit breaker, see [`Backoff`]). The other channels go on meanwhile.
+
+mod backoff;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
+    panic::{catch_unwind, AssertUnwindSafe},
     path::Path,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak},
     time::{Duration, Instant},
 };
 
-use adapter_api::{load_plugins, Adapter, LoadError, LoadedPlugin, PluginInfo, PluginSet};
+use adapter_api::{
+    load_plugins, Adapter, AdapterError, ErrorKind, LoadError, LoadedPlugin, PluginInfo, PluginSet,
+};
 use anyhow::bail;
 
+use self::backoff::Backoff;
 use crate::{
     config::Config,
     host_services,
     metrics::{ChannelMetrics, Metrics},
 };
-
-/// Fresh adapters a channel may get within [`RESTART_WINDOW`] before it is failed.
-const MAX_RESTARTS: usize = 3;
-const RESTART_WINDOW: Duration = Duration::from_secs(300);
 
 /// An enabled channel: its name, the plugin behind it, and its adapter.
 pub struct Channel {
@@ -35,131 +37,224 @@ pub struct Channel {
     /// The settings JSON (holds secrets: never logged).
     settings_json: String,
     state: RwLock<State>,
-    restarts: Mutex<VecDeque<Instant>>,
+    /// This channel, for the thread that builds its next adapter.
+    this: Weak<Channel>,
 }
 
-enum State {
-    Up(Arc<Adapter>),
-    Failed(String),
+struct State {
+    health: Health,
+    backoff: Backoff,
+}
+
+enum Health {
+    Up {
+        adapter: Arc<Adapter>,
+        since: Instant,
+    },
+    Down(Outage),
+}
+
+/// Why a channel is down, and when a fresh adapter is tried.
+#[derive(Clone, Debug)]
+pub struct Outage {
+    /// What failed, in words fit for `/healthz`: no panic text, no setting.
+    pub reason: String,
+    /// When the next adapter is built (in the past while that build runs).
+    pub retry_at: Instant,
 }
 
 impl Channel {
-    /// Creates the channel's adapter; if the plugin refuses or panics, the channel is
-    /// created failed, with the reason.
+    /// Creates the channel and its adapter; if the plugin refuses or panics, the
+    /// channel starts down and the adapter is tried again later.
     fn open(
         name: &str,
         library: &LoadedPlugin,
         settings_json: String,
         metrics: ChannelMetrics,
-    ) -> Self {
-        let state = match library.new_adapter(&settings_json, host_services::for_channel(name)) {
-            Ok(adapter) => State::Up(Arc::new(Adapter::new(adapter))),
-            Err(err) => State::Failed(format!(
-                "the {} plugin could not create the adapter: {err}",
-                library.info.id
-            )),
-        };
-        Self {
+    ) -> Arc<Self> {
+        let built = new_adapter(library, name, &settings_json);
+        let channel = Arc::new_cyclic(|this| Self {
             name: name.to_owned(),
             plugin: library.info.clone(),
             library: library.clone(),
             metrics,
             settings_json,
-            state: RwLock::new(state),
-            restarts: Mutex::default(),
+            state: RwLock::new(State {
+                // Until the first build's outcome is in, a moment from now.
+                health: Health::Down(Outage {
+                    reason: "the adapter is being created".to_owned(),
+                    retry_at: Instant::now(),
+                }),
+                backoff: Backoff::default(),
+            }),
+            this: this.clone(),
+        });
+        if !channel.built(built, false) {
+            channel.rebuild_later();
         }
+        channel
     }
 
-    /// The adapter, or `None` while the channel is failed.
+    /// The adapter, or `None` while the channel is down.
     pub fn adapter(&self) -> Option<Arc<Adapter>> {
-        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
-            State::Up(adapter) => Some(Arc::clone(adapter)),
-            State::Failed(_) => None,
+        match &self.read().health {
+            Health::Up { adapter, .. } => Some(Arc::clone(adapter)),
+            Health::Down(_) => None,
         }
     }
 
-    /// While the channel is down, when it is next tried; `None` while it is up.
-    pub fn retry_at(&self) -> Option<Instant> {
-        None
+    /// Why the channel is down and until when, or `None` while it is up.
+    pub fn outage(&self) -> Option<Outage> {
+        match &self.read().health {
+            Health::Up { .. } => None,
+            Health::Down(outage) => Some(outage.clone()),
+        }
     }
 
-    /// Why the channel is failed, if it is.
+    /// Why the channel is down (fit for `/healthz`), if it is.
     pub fn failure(&self) -> Option<String> {
-        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
-            State::Up(_) => None,
-            State::Failed(reason) => Some(reason.clone()),
-        }
+        self.outage().map(|outage| outage.reason)
     }
 
-    /// `adapter` failed (`what`: a panic, say): counts the failure, and replaces the
-    /// adapter with a fresh one, or fails the channel when it has been replaced too
-    /// often.
+    /// `None` while the channel is up; while it is down, when a fresh adapter is
+    /// tried (in the past while that build runs).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.outage().map(|outage| outage.retry_at)
+    }
+
+    /// `adapter` failed (`what`: a fixed phrase such as "send panicked", shown on
+    /// `/healthz`): counts the failure and takes the channel down until a fresh
+    /// adapter is built, after the breaker's delay. Nothing more if the channel
+    /// has moved on from `adapter` already.
     pub fn plugin_failed(&self, adapter: &Arc<Adapter>, what: &str) {
         self.metrics.plugin_failures.inc();
-        if self.replace_adapter(adapter, what) {
-            self.metrics.adapter_restarts.inc();
-        }
+        let mut state = self.write();
+        let up_for = match &state.health {
+            Health::Up {
+                adapter: current,
+                since,
+            } if Arc::ptr_eq(current, adapter) => since.elapsed(),
+            _ => return,
+        };
+        let delay = state.go_down(Some(up_for), format!("the adapter failed: {what}"));
+        drop(state);
+        tracing::warn!(
+            channel = self.name,
+            "adapter failed ({what}); channel down, a fresh adapter in {delay:?}"
+        );
+        // Let the broken adapter finish what it can, off this thread.
+        let old = Arc::clone(adapter);
+        std::thread::spawn(move || old.shutdown(Duration::from_secs(1)));
+        self.rebuild_later();
     }
 
-    /// Replaces a failed `adapter`, or fails the channel; returns whether a fresh
-    /// adapter is in place.
-    fn replace_adapter(&self, adapter: &Arc<Adapter>, what: &str) -> bool {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        match &*state {
-            // Another request already replaced it.
-            State::Up(current) if !Arc::ptr_eq(current, adapter) => return true,
-            State::Failed(_) => return false,
-            State::Up(_) => {}
-        }
-        let old = std::mem::replace(&mut *state, State::Failed(String::new()));
-        if let State::Up(old) = old {
-            // Let the broken adapter finish what it can, off this thread.
-            std::thread::spawn(move || old.shutdown(Duration::from_secs(1)));
-        }
-        let mut restarts = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        while restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
-        {
-            restarts.pop_front();
-        }
-        if restarts.len() >= MAX_RESTARTS {
-            let reason = format!(
-                "the adapter failed {} times in {RESTART_WINDOW:?} (last: {what})",
-                MAX_RESTARTS + 1
-            );
-            tracing::error!(channel = self.name, "channel failed: {reason}");
-            *state = State::Failed(reason);
-            return false;
-        }
-        restarts.push_back(now);
-        match self
-            .library
-            .new_adapter(&self.settings_json, host_services::for_channel(&self.name))
-        {
+    /// Puts a freshly built adapter in place (`restart`: in place of a failed one),
+    /// or takes the channel down for the next delay; returns whether the channel is
+    /// up. Starts no rebuild.
+    fn built(&self, built: Result<Adapter, AdapterError>, restart: bool) -> bool {
+        let mut state = self.write();
+        match built {
             Ok(adapter) => {
-                tracing::warn!(
-                    channel = self.name,
-                    "adapter failed ({what}); replaced by a fresh one"
-                );
-                *state = State::Up(Arc::new(Adapter::new(adapter)));
+                state.health = Health::Up {
+                    adapter: Arc::new(adapter),
+                    since: Instant::now(),
+                };
+                if restart {
+                    self.metrics.adapter_restarts.inc();
+                    tracing::info!(channel = self.name, "fresh adapter built; channel up");
+                }
                 true
             }
             Err(err) => {
-                let reason =
-                    format!("the adapter failed ({what}) and could not be recreated: {err}");
-                tracing::error!(channel = self.name, "channel failed: {reason}");
-                *state = State::Failed(reason);
+                self.metrics.plugin_failures.inc();
+                let reason = format!(
+                    "the {} plugin could not create the adapter ({})",
+                    self.plugin.id, err.kind
+                );
+                let delay = state.go_down(None, reason);
+                drop(state);
+                tracing::error!(
+                    channel = self.name,
+                    "the {} plugin could not create the adapter: {err}; next try in {delay:?}",
+                    self.plugin.id
+                );
                 false
             }
         }
     }
+
+    /// Builds a fresh adapter on a thread of its own (the plugin's constructor may
+    /// block) once the channel's retry time has come, again after each failed build,
+    /// until one is up. One such thread runs while the channel is down.
+    fn rebuild_later(&self) {
+        let this = Weak::clone(&self.this);
+        let spawned = std::thread::Builder::new()
+            .name(format!("rebuild-{}", self.name))
+            .spawn(move || loop {
+                let Some(retry_at) = this.upgrade().and_then(|c| c.retry_at()) else {
+                    return;
+                };
+                std::thread::sleep(retry_at.saturating_duration_since(Instant::now()));
+                let Some(channel) = this.upgrade() else {
+                    return;
+                };
+                let built = new_adapter(&channel.library, &channel.name, &channel.settings_json);
+                if channel.built(built, true) {
+                    return;
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(
+                channel = self.name,
+                "cannot start the thread that rebuilds the adapter: {err}"
+            );
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    /// Takes the channel down after a failure (`up_for`: how long the failed adapter
+    /// was up; `None`: the build failed); returns the delay before the next build.
+    fn go_down(&mut self, up_for: Option<Duration>, reason: String) -> Duration {
+        let delay = self.backoff.failed(up_for);
+        self.health = Health::Down(Outage {
+            reason,
+            retry_at: Instant::now() + delay,
+        });
+        delay
+    }
+}
+
+/// Asks `library` for channel `name`'s adapter; a panic on the host's side of the
+/// call is an error too.
+fn new_adapter(
+    library: &LoadedPlugin,
+    name: &str,
+    settings_json: &str,
+) -> Result<Adapter, AdapterError> {
+    catch_unwind(AssertUnwindSafe(|| {
+        library.new_adapter(settings_json, host_services::for_channel(name))
+    }))
+    .unwrap_or_else(|_| {
+        Err(AdapterError::new(
+            ErrorKind::PANICKED,
+            "panicked while creating the adapter",
+        ))
+    })
+    .map(Adapter::new)
 }
 
 /// Every enabled channel by name, and what was loaded.
 pub struct Channels {
-    /// Enabled channels by name (some may be failed).
+    /// Enabled channels by name (some may be down).
     pub by_name: HashMap<String, Arc<Channel>>,
     /// Every plugin that loaded (enabled or not).
     pub plugins: Vec<PluginInfo>,
@@ -170,7 +265,8 @@ pub struct Channels {
 /// A library that cannot be loaded is logged (one line naming it) and skipped. A
 /// channel naming a plugin that is not there is a config error: the host does not
 /// start. A channel whose adapter cannot be created (the plugin refuses its settings,
-/// or panics) is failed, with an error log line, and the other channels go on.
+/// or panics) starts down, with an error log line, and is retried with the breaker's
+/// delays; the other channels go on.
 pub fn start(config: &Config, metrics: &Metrics) -> anyhow::Result<Channels> {
     let dir = &config.server.plugins_dir;
     let set = load_plugins(dir)?;
@@ -211,10 +307,10 @@ pub fn start(config: &Config, metrics: &Metrics) -> anyhow::Result<Channels> {
             ),
             Some(reason) => tracing::error!(
                 channel = channel.name,
-                "channel disabled: channels[{i}]: {reason}"
+                "channel down until its adapter can be created: channels[{i}]: {reason}"
             ),
         }
-        by_name.insert(channel.name.clone(), Arc::new(opened));
+        by_name.insert(channel.name.clone(), opened);
     }
     Ok(Channels {
         by_name,
@@ -249,13 +345,11 @@ pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
             dir.display()
         );
     };
-    let metrics = Metrics::default().channel(name);
-    let opened = Channel::open(name, library, channel.settings_json(), metrics);
-    match opened.adapter() {
-        Some(adapter) => Ok(adapter),
-        None => bail!(
-            "channels[{i}] ({name}): {}",
-            opened.failure().unwrap_or_default()
+    match new_adapter(library, name, &channel.settings_json()) {
+        Ok(adapter) => Ok(Arc::new(adapter)),
+        Err(err) => bail!(
+            "channels[{i}] ({name}): the {} plugin could not create the adapter: {err}",
+            library.info.id
         ),
     }
 }

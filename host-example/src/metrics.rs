@@ -66,7 +66,8 @@ pub struct Metrics {
     pub sends: Family<Outcome, Counter>,
     /// Send retries made by the plugins.
     pub retries: Family<Channel, Counter>,
-    /// Plugin calls that failed by panicking or timing out.
+    /// Plugin calls that failed by panicking or timing out, and adapters that could
+    /// not be created.
     pub plugin_failures: Family<Channel, Counter>,
     /// Adapters replaced by a fresh one after a failure.
     pub adapter_restarts: Family<Channel, Counter>,
@@ -121,7 +122,7 @@ impl Default for Metrics {
         );
         registry.register(
             "plugin_failures",
-            "Plugin calls that panicked or timed out",
+            "Plugin calls that panicked or timed out, and adapters that could not be created",
             metrics.plugin_failures.clone(),
         );
         registry.register(
@@ -198,7 +199,8 @@ pub struct ChannelMetrics {
     pub duplicates: Counter,
     /// Send retries made by the plugin.
     pub retries: Counter,
-    /// Plugin calls that failed by panicking or timing out.
+    /// Plugin calls that failed by panicking or timing out, and adapters that could
+    /// not be created.
     pub plugin_failures: Counter,
     /// Adapters replaced by a fresh one after a failure.
     pub adapter_restarts: Counter,

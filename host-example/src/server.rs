@@ -48,12 +48,28 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
     let mut channels: Vec<_> = state
         .channels
         .values()
-        .map(|c| match c.failure() {
-            None => json!({ "name": c.name, "plugin": c.plugin.id.as_str(), "status": "up" }),
-            Some(reason) => json!({ "name": c.name, "plugin": c.plugin.id.as_str(), "status": "failed", "reason": reason }),
+        .map(|c| {
+            let (name, plugin) = (&c.name, c.plugin.id.as_str());
+            match c.outage() {
+                None => json!({ "name": name, "plugin": plugin, "status": "up" }),
+                // No panic text or setting here: only the channel's fixed phrase.
+                Some(outage) => json!({
+                    "name": name,
+                    "plugin": plugin,
+                    "status": "down",
+                    "reason": outage.reason,
+                    "retry_in_ms": u64::try_from(
+                        outage
+                            .retry_at
+                            .saturating_duration_since(Instant::now())
+                            .as_millis()
+                    )
+                    .unwrap_or(u64::MAX),
+                }),
+            }
         })
         .collect();
-    let degraded = channels.iter().any(|c| c["status"] == "failed");
+    let degraded = channels.iter().any(|c| c["status"] == "down");
     channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let plugins: Vec<_> = state
         .plugins

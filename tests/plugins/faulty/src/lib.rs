@@ -1,12 +1,18 @@
 //! A plugin that misbehaves on request, for the host's fault-isolation tests.
 //!
 //! Settings: `{"new": "ok"|"fail"|"panic", "verify": "ok"|"panic", "parse": "ok"|"panic",
-//! "send": "ok"|"panic"|"hang"}`. A webhook body is `{"user": "...", "text": "..."}`
-//! and becomes one message event (so the example bot answers it).
+//! "send": "ok"|"panic"|"hang"}`. Each of the four also takes `"panic-first:N"`: the
+//! first N calls of that entry point panic, counted across every adapter (and
+//! channel) of the library, and later calls work. A webhook body is
+//! `{"user": "...", "text": "..."}` and becomes one message event (so the example
+//! bot answers it).
 #![allow(unsafe_code)] // the export macro expands to unsafe code
 #![allow(clippy::manual_async_fn)] // the trait's futures are 'static
 
-use std::future::Future;
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use adapter_api::{
     abi_stable::{
@@ -34,6 +40,21 @@ extern "C" fn info() -> PluginInfo {
     }
 }
 
+/// Calls of each entry point so far, for the `panic-first:N` modes.
+static NEW_CALLS: AtomicU64 = AtomicU64::new(0);
+static VERIFY_CALLS: AtomicU64 = AtomicU64::new(0);
+static PARSE_CALLS: AtomicU64 = AtomicU64::new(0);
+static SEND_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this call of an entry point in `mode` panics: always for `"panic"`, for
+/// the first N calls (counted in `calls`) for `"panic-first:N"`.
+fn panics(mode: &str, calls: &AtomicU64) -> bool {
+    match mode.strip_prefix("panic-first:") {
+        Some(n) => calls.fetch_add(1, Ordering::SeqCst) < n.parse().unwrap_or(0),
+        None => mode == "panic",
+    }
+}
+
 extern "C" fn new_adapter(
     settings: RStr<'_>,
     host: HostServicesBox,
@@ -41,12 +62,15 @@ extern "C" fn new_adapter(
     adapter_kit::new_adapter(settings, host, "faulty_plugin", |json, _log| {
         let settings: Value = serde_json::from_str(json).unwrap_or(Value::Null);
         let mode = |k: &str| settings[k].as_str().unwrap_or("ok").to_owned();
-        match mode("new").as_str() {
+        let new = mode("new");
+        if panics(&new, &NEW_CALLS) {
+            panic!("faulty: told to panic in new_adapter");
+        }
+        match new.as_str() {
             "fail" => Err(AdapterError::new(
                 ErrorKind::INVALID_SETTINGS,
                 "faulty: told to fail",
             )),
-            "panic" => panic!("faulty: told to panic in new_adapter"),
             _ => Ok(Faulty {
                 verify: mode("verify"),
                 parse: mode("parse"),
@@ -64,14 +88,14 @@ struct Faulty {
 
 impl Channel for Faulty {
     fn verify(&self, _: &WebhookRequest<'_>) -> Verdict {
-        if self.verify == "panic" {
+        if panics(&self.verify, &VERIFY_CALLS) {
             panic!("faulty: verify");
         }
         Verdict::Accept
     }
 
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<InboundEvent>, AdapterError> {
-        if self.parse == "panic" {
+        if panics(&self.parse, &PARSE_CALLS) {
             panic!("faulty: parse");
         }
         let body: Value = serde_json::from_slice(request.body.as_slice())
@@ -91,9 +115,12 @@ impl Channel for Faulty {
         _: OutboundMessage,
     ) -> impl Future<Output = Result<SendReceipt, AdapterError>> + Send + 'static {
         let mode = self.send.clone();
+        let panic = panics(&mode, &SEND_CALLS);
         async move {
+            if panic {
+                panic!("faulty: send");
+            }
             match mode.as_str() {
-                "panic" => panic!("faulty: send"),
                 "hang" => {
                     tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                     Ok(SendReceipt::default())
