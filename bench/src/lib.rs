@@ -141,7 +141,7 @@ impl Counts {
     fn answer(&self, fault_per_mille: u64) -> (StatusCode, serde_json::Value) {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         if fault_per_mille > 0 && n % 1000 < fault_per_mille {
-            let code = if n % 2 == 0 { 1200 } else { 551 };
+            let code = if n.is_multiple_of(2) { 1200 } else { 551 };
             self.faults.fetch_add(1, Ordering::Relaxed);
             let error = serde_json::json!({ "error": { "code": code, "message": "injected", "fbtrace_id": "soak" } });
             return (StatusCode::BAD_REQUEST, error);

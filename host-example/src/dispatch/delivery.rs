@@ -89,8 +89,11 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
             return Some(Instant::now() + Duration::from_millis(wait_ms.unsigned_abs()));
         }
         let Some(adapter) = channel.adapter() else {
+            // Down: back when the breaker tries a fresh adapter (already past while
+            // one is being built: look again shortly).
+            let soon = Instant::now() + WAIT_FOR_REPLACEMENT;
             let until = channel.retry_at().map(Instant::from_std);
-            return Some(until.unwrap_or_else(|| Instant::now() + WAIT_BRIEFLY));
+            return Some(until.map_or(Instant::now() + WAIT_BRIEFLY, |at| at.max(soon)));
         };
         if let Err(err) = inner.store.start_send(&job.key, index).await {
             tracing::error!(channel = channel.name, event_id = %job.event.event_id, "{err}; the reply waits");

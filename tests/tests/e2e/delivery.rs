@@ -243,9 +243,8 @@ async fn a_second_host_on_the_same_queue_is_refused_before_it_sends_anything() {
     .await;
 
     let other_graph = fake_graph().await;
-    let log = match builder.with_graph(&other_graph.url).try_start() {
-        Ok(_) => panic!("a second host started on the same queue"),
-        Err(log) => log,
+    let Err(log) = builder.with_graph(&other_graph.url).try_start() else {
+        panic!("a second host started on the same queue");
     };
     assert!(
         log.contains("queue.sqlite3") && log.contains("in use by another host"),

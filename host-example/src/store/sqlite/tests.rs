@@ -11,7 +11,7 @@ use rusqlite::{params, Connection};
 use super::{
     journal::{Journal, Record},
     ops::{Op, PRUNE},
-    schema::{id_digest, SCHEMA_VERSION, UNKNOWN_MS},
+    schema::UNKNOWN_MS,
     SqliteQueue, PRUNE_SLICE,
 };
 use crate::store::{now_ms, stored, EventKey, Outcome, Queue};
