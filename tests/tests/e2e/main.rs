@@ -4,6 +4,7 @@
 mod bad_input;
 mod compat;
 mod delivery;
+mod deploy;
 mod durability;
 mod examples;
 mod faults;
