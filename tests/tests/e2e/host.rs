@@ -91,12 +91,13 @@ async fn a_broken_library_in_the_plugins_folder_is_reported_and_skipped() {
 #[test]
 fn plugins_command_describes_each_library() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        messenger_plugin(),
-        dir.path().join("libmessenger_adapter.so"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("truncated.so"), b"\x7fELF\x02\x01").unwrap();
+    e2e::install(
+        &messenger_plugin(),
+        &dir.path().join("libmessenger_adapter.so"),
+    );
+    let truncated = dir.path().join("truncated.so");
+    std::fs::write(&truncated, b"\x7fELF\x02\x01").unwrap();
+    e2e::owner_writable(&truncated);
     let (code, stdout) = plugins_listing(dir.path());
     assert_eq!(code, Some(1), "{stdout}");
     let lines: Vec<_> = stdout.lines().collect();
