@@ -83,6 +83,29 @@ where
     })
 }
 
+/// The log record of a request `verify` refused: the status and the channel's
+/// reason, its response body when that is text (first line, at most 200
+/// characters). So a wrong verify token and a wrong signature read differently in
+/// the host's log; the body is what the caller was told, so it holds no secret.
+fn refusal_record(response: &WebhookResponse) -> String {
+    let status = response.status;
+    let is_text = response.content_type.as_str().starts_with("text/");
+    let reason = std::str::from_utf8(&response.body)
+        .ok()
+        .filter(|_| is_text)
+        .and_then(|text| text.lines().next())
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
+    match reason {
+        Some(line) if line.chars().count() > 200 => {
+            let cut: String = line.chars().take(200).collect();
+            format!("webhook refused ({status}): {cut}...")
+        }
+        Some(line) => format!("webhook refused ({status}): {line}"),
+        None => format!("webhook refused ({status})"),
+    }
+}
+
 /// Two runtime threads, or one when the process may use a single CPU (a pinned host
 /// gains nothing from a second thread but context switches).
 fn default_workers() -> usize {
@@ -92,7 +115,14 @@ fn default_workers() -> usize {
 impl<C: Channel> ChannelAdapter for Hosted<C> {
     fn verify(&self, request: &WebhookRequest<'_>) -> Verdict {
         match catch_panic(|| RResult::ROk(self.channel.verify(request))) {
-            RResult::ROk(verdict) => verdict,
+            RResult::ROk(verdict) => {
+                if let Verdict::Respond(response) = &verdict {
+                    if (400..500).contains(&response.status) {
+                        self.log.info(|| refusal_record(response));
+                    }
+                }
+                verdict
+            }
             RResult::RErr(err) => {
                 self.log.error(|| format!("verify: {err}"));
                 Verdict::Respond(WebhookResponse::text(500, "adapter failure"))
@@ -144,7 +174,9 @@ impl<C: Channel> ChannelAdapter for Hosted<C> {
 
 #[cfg(test)]
 mod tests {
-    use adapter_api::{abi_stable::std_types::RSlice, Adapter, ErrorKind};
+    use adapter_api::{
+        abi_stable::std_types::RSlice, Adapter, ErrorKind, HostServices, HostServices_TO, LogLevel,
+    };
 
     use super::*;
 
@@ -264,6 +296,102 @@ mod tests {
             )
             .await;
         assert_eq!(late.unwrap_err().kind, ErrorKind::SHUT_DOWN);
+    }
+
+    /// A channel that refuses every request with the answer it was given.
+    struct Refusing(WebhookResponse);
+
+    #[allow(clippy::manual_async_fn)]
+    impl Channel for Refusing {
+        fn verify(&self, _: &WebhookRequest<'_>) -> Verdict {
+            Verdict::Respond(self.0.clone())
+        }
+
+        fn parse(&self, _: &WebhookRequest<'_>) -> Result<Vec<InboundEvent>, AdapterError> {
+            Ok(Vec::new())
+        }
+
+        fn send(
+            &self,
+            _: OutboundMessage,
+        ) -> impl Future<Output = Result<SendReceipt, AdapterError>> + Send + 'static {
+            async { Ok(SendReceipt::default()) }
+        }
+
+        fn call(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> impl Future<Output = Result<String, AdapterError>> + Send + 'static {
+            async { Ok("{}".to_owned()) }
+        }
+    }
+
+    /// Host services that keep every record at info or above.
+    #[derive(Clone, Default)]
+    struct Records(std::sync::Arc<std::sync::Mutex<Vec<(LogLevel, String)>>>);
+
+    impl HostServices for Records {
+        fn log_enabled(&self, level: LogLevel) -> bool {
+            level >= LogLevel::Info
+        }
+
+        fn log(&self, level: LogLevel, _: RStr<'_>, message: RStr<'_>) {
+            self.0.lock().unwrap().push((level, message.to_string()));
+        }
+    }
+
+    /// What verifying one request with a channel answering `response` logs.
+    fn logged_refusal(response: WebhookResponse) -> Vec<(LogLevel, String)> {
+        let records = Records::default();
+        let host = HostServices_TO::from_value(records.clone(), TD_Opaque);
+        let log = Log::to_host(host, "refusing");
+        let adapter = Adapter::new(export(Refusing(response), "refusing", 1, log).unwrap());
+        adapter.verify(&request());
+        let logged = records.0.lock().unwrap().clone();
+        logged
+    }
+
+    #[test]
+    fn a_refused_request_is_logged_at_info_with_the_reason_it_was_given() {
+        let token = logged_refusal(WebhookResponse::text(
+            403,
+            "the verify token does not match",
+        ));
+        let signature = logged_refusal(WebhookResponse::text(403, "signature does not match"));
+        assert_eq!(
+            token,
+            [(
+                LogLevel::Info,
+                "webhook refused (403): the verify token does not match".to_owned()
+            )]
+        );
+        assert_eq!(
+            signature,
+            [(
+                LogLevel::Info,
+                "webhook refused (403): signature does not match".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_refusal_logs_only_the_first_line_of_a_text_body_and_no_other_body() {
+        let long = format!("{}\nsecond line", "x".repeat(300));
+        let logged = logged_refusal(WebhookResponse::text(401, long));
+        assert_eq!(
+            logged[0].1,
+            format!("webhook refused (401): {}...", "x".repeat(200))
+        );
+        let mut binary = WebhookResponse::text(400, "not shown");
+        binary.content_type = "application/json".into();
+        assert_eq!(logged_refusal(binary)[0].1, "webhook refused (400)");
+    }
+
+    #[test]
+    fn answers_that_are_not_refusals_are_not_logged() {
+        assert!(logged_refusal(WebhookResponse::text(200, "challenge")).is_empty());
+        assert!(logged_refusal(WebhookResponse::text(500, "adapter failure")).is_empty());
     }
 
     #[tokio::test]

@@ -12,7 +12,10 @@ use crate::settings::Settings;
 /// Why a webhook was refused; each maps to an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// A GET whose mode or verify token is wrong (403).
+    /// A GET whose `hub.verify_token` is missing or not the configured one (403).
+    WrongVerifyToken,
+    /// A GET that is not a subscribe handshake: `hub.mode` is not `subscribe`, or
+    /// `hub.challenge` is missing (403).
     BadHandshake,
     /// A POST without a signature header this adapter accepts (401).
     MissingSignature,
@@ -31,7 +34,8 @@ impl Refusal {
     /// The HTTP answer for this refusal.
     pub fn response(self) -> WebhookResponse {
         let (status, text) = match self {
-            Self::BadHandshake => (403, "verification failed"),
+            Self::WrongVerifyToken => (403, "the verify token does not match"),
+            Self::BadHandshake => (403, "not a subscribe handshake with a challenge"),
             Self::MissingSignature => (401, "missing X-Hub-Signature-256 header"),
             Self::MalformedSignature => (401, "malformed X-Hub-Signature-256 header"),
             Self::WrongSignature => (403, "signature does not match the body"),
@@ -75,6 +79,7 @@ pub fn handshake(settings: &Settings, query: &str) -> Result<Option<String>, Ref
         )
     });
     match (mode.as_deref(), token_ok, challenge) {
+        (_, false, _) => Err(Refusal::WrongVerifyToken),
         (Some("subscribe"), true, Some(challenge)) => Ok(Some(challenge)),
         _ => Err(Refusal::BadHandshake),
     }
@@ -136,4 +141,41 @@ pub fn appsecret_proof(app_secret: &str, access_token: &str) -> String {
         Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key");
     mac.update(access_token.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::from_json(
+            r#"{"app_secret":"s","verify_token":"right-token","pages":[{"id":"1","access_token":"t"}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_wrong_token_and_a_wrong_mode_are_refused_for_different_reasons() {
+        let settings = settings();
+        let refusal = |query: &str| handshake(&settings, query).unwrap_err();
+        for query in [
+            "hub.mode=subscribe&hub.challenge=c&hub.verify_token=wrong",
+            "hub.mode=subscribe&hub.challenge=c",
+            "hub.mode=unsubscribe&hub.challenge=c&hub.verify_token=wrong",
+        ] {
+            assert_eq!(refusal(query), Refusal::WrongVerifyToken, "{query}");
+        }
+        for query in [
+            "hub.mode=unsubscribe&hub.challenge=c&hub.verify_token=right-token",
+            "hub.mode=subscribe&hub.verify_token=right-token",
+        ] {
+            assert_eq!(refusal(query), Refusal::BadHandshake, "{query}");
+        }
+        assert_ne!(
+            Refusal::WrongVerifyToken.response().body,
+            Refusal::BadHandshake.response().body
+        );
+        let right = "hub.mode=subscribe&hub.challenge=c&hub.verify_token=right-token";
+        assert_eq!(handshake(&settings, right), Ok(Some("c".to_owned())));
+    }
 }
