@@ -120,13 +120,18 @@ pub async fn run(plugins_dir: &Path, out: &mut (dyn Write + Send)) -> anyhow::Re
         );
     }
     let only_messenger = tempfile::tempdir().context("cannot make a temporary folder")?;
-    std::fs::copy(
-        &library,
-        only_messenger
-            .path()
-            .join(library.file_name().unwrap_or_default()),
-    )
-    .with_context(|| format!("cannot copy {}", library.display()))?;
+    let copy = only_messenger
+        .path()
+        .join(library.file_name().unwrap_or_default());
+    std::fs::copy(&library, &copy).with_context(|| format!("cannot copy {}", library.display()))?;
+    // The host loads only libraries no one but their owner may write, whatever the
+    // umask the build ran under.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot set the mode of {}", copy.display()))?;
+    }
     let plugins_dir = only_messenger.path();
     let sandbox = SandboxGraph::start()
         .await

@@ -135,8 +135,9 @@ async fn a_host_started_from_the_example_config_answers_and_replies() {
     std::fs::write(&config, text).unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
+    e2e::owner_writable(&plugins);
     let plugin = messenger_plugin();
-    std::fs::copy(&plugin, plugins.join(plugin.file_name().unwrap())).unwrap();
+    e2e::install(&plugin, &plugins.join(plugin.file_name().unwrap()));
 
     let mut child = Command::new(host_bin())
         .args(["serve", "--config"])
