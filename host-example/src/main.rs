@@ -46,7 +46,8 @@ enum Command {
     /// plugin against a sandbox Graph API on loopback, printed as a transcript.
     Demo {
         /// Where the plugin libraries are. Default: the folder of this executable
-        /// (where cargo puts `libmessenger_adapter.so`).
+        /// (where cargo puts the Messenger plugin: `libmessenger_adapter.so`,
+        /// `.dylib` on macOS, `messenger_adapter.dll` on Windows).
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
