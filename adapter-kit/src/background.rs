@@ -8,8 +8,8 @@
 /// Why: on one busy core, a thread woken for a little work (a send to make, a
 /// commit to write) preempted the host's request thread tens of thousands of times a
 /// second, each time for a few microseconds of work. Waiting for the core instead, it
-/// finds more work done at once: the load harness went from 16.4k to 21.5k–22.6k
-/// webhooks/s and its p99 from 7.0 to 4.3–4.7 ms.
+/// finds more work ready at once: fewer switches, larger batches, and a faster,
+/// steadier host under load (BENCHMARKS.md has the numbers).
 pub fn run_as_background_thread() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {

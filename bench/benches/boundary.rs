@@ -123,7 +123,7 @@ fn time(iterations: u32, mut call: impl FnMut()) -> f64 {
 
 /// Criterion times the loaded and the linked code one after the other, seconds apart;
 /// on a shared machine its speed drifts by more than the 5 % looked for (the same
-/// binary measured 2.90 and 3.06 µs in two runs). This times them in alternating
+/// binary can differ by several percent between two runs). This times them in alternating
 /// rounds, each round starting with the other side, and prints the median of the
 /// per-round ratios: drift slower than a round cancels out.
 fn interleaved(_: &mut Criterion) {

@@ -46,13 +46,12 @@ struct Args {
     /// host's stalls are counted in full (no coordinated omission).
     #[arg(long)]
     rate: Option<u64>,
-    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones, as the
-    /// benchmarks before 2026-11-26 07:40 UTC sent: cheaper for the store's id index.
+    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones: cheaper
+    /// for the store's id index.
     #[arg(long)]
     sequential_mids: bool,
-    /// Give every event the same time (as the benchmarks before 2026-11-26 11:00 UTC
-    /// did) instead of about when it is sent: the store then finds no order in its
-    /// keys but the ids'.
+    /// Give every event the same time instead of about when it is sent: the store
+    /// then finds no order in its keys but the ids'.
     #[arg(long)]
     one_event_time: bool,
     /// The host's `[queue] remember_secs` (default a day): with a few seconds, the

@@ -68,7 +68,7 @@ const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 /// A writer that never pauses keeps the WAL from starting over (it appends while the
 /// copy runs), so past `max_wal_frames` the WAL must be restarted, and no commit can
 /// happen while it is: the last frames are copied, the WAL and the database synced,
-/// and the new WAL's header synced by its first commit, 8 to 16 ms of waiting for
+/// and the new WAL's header synced by its first commit: milliseconds of waiting for
 /// the disk. The checkpointer catches up with quick PASSIVE rounds, then has the
 /// writer divert accepts to the [journal](journal) while it runs the RESTART and that
 /// first commit itself. No acknowledgement waits for the disk; the other operations
@@ -194,7 +194,7 @@ impl Checkpointer {
             }
         } else {
             // Busy: the writer must not wake us. (Armed at every round, its wake-ups
-            // had the checkpointer run back to back: 370 fsyncs a second at c=64.)
+            // would have the checkpointer run back to back, an fsync each time.)
             self.idle.store(false, Ordering::Release);
             self.every = CHECKPOINT_EVERY;
         }

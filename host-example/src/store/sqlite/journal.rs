@@ -1,8 +1,8 @@
 //! The side journal: accepted events written down while the WAL starts over.
 //!
 //! Restarting SQLite's WAL means waiting for the disk (a checkpoint's two fsyncs, then
-//! the new WAL header's), 8 to 16 ms on the benchmark machine, and no transaction can
-//! commit meanwhile. So for that moment the writer appends accepted events to this
+//! the new WAL header's), milliseconds at a time, and no transaction can commit
+//! meanwhile. So for that moment the writer appends accepted events to this
 //! file instead (a `write()`, no fsync: the same promise as a WAL commit under
 //! `synchronous = NORMAL`, which survives the process dying) and moves them into the
 //! database once the WAL is back. A host stopped in between finds them here at start-up.
