@@ -11,6 +11,8 @@
 //!   once: with the result, a panic, or `SHUT_DOWN`;
 //! - `shutdown` stops new work, waits for in-flight work up to the deadline, then
 //!   stops the runtime; dropping the adapter never blocks or panics;
+//! - a request `verify` refuses (a 4xx answer) is logged at info with the first line
+//!   of the answer's text, the reason the caller was told;
 //! - [`Log`] sends records to the host's log; [`Secret`] keeps tokens out of `Debug`;
 //!   [`settings::from_json`] reports a bad setting by key and expected type, never
 //!   its value;
