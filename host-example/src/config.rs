@@ -1,5 +1,11 @@
 //! The host's TOML config: parsed strictly (unknown keys are errors), `${VAR}`
 //! references in channel settings filled from the environment, validated as a whole.
+//! No error quotes a value from the file: a value may be a secret.
+
+#[cfg(test)]
+mod tests;
+mod toml_error;
+mod vars;
 
 use std::{
     collections::HashSet,
@@ -27,7 +33,7 @@ pub enum ConfigError {
     Parse {
         /// The config file.
         file: String,
-        /// toml's message (it names the key and the line).
+        /// Where (line, key) and what is wrong, without the value found there.
         message: String,
     },
     /// A value is present but unusable.
@@ -72,10 +78,39 @@ pub struct ServerConfig {
     /// milliseconds (a body trickled in byte by byte holds a connection). Default 10,000.
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
+    /// A connection whose request head (request line and headers) is not complete
+    /// this long after it opened, or after its first byte when kept alive, is closed,
+    /// in milliseconds. Default 10,000.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A kept-alive connection with no request for this long is closed, in
+    /// milliseconds. Default 75,000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    /// The open-file limit is raised to fit. Default 4,096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Body bytes being read at once, across all requests; past it a new body gets
+    /// 503 at once. At least `max_body_bytes`. Default 64 MiB.
+    #[serde(default = "default_max_inflight_body_bytes")]
+    pub max_inflight_body_bytes: usize,
 }
 
 fn default_body_timeout_ms() -> u64 {
     10_000
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    75_000
+}
+fn default_max_connections() -> usize {
+    4_096
+}
+fn default_max_inflight_body_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 fn default_plugins_dir() -> PathBuf {
@@ -188,6 +223,16 @@ fn default_retry_for_secs() -> u64 {
     900
 }
 
+/// `[admin]`: where `/healthz`, `/readyz` and `/metrics` are served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// When set, those routes are served on this address only (404 on
+    /// `server.listen`); when not, on `server.listen`. Port 0 picks a free port.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
 /// `[bot]`: the example bot.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +252,8 @@ struct RawConfig {
     queue: QueueConfig,
     #[serde(default)]
     bot: BotConfig,
+    #[serde(default)]
+    admin: AdminConfig,
 }
 
 /// The whole validated config.
@@ -220,6 +267,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[bot]`.
     pub bot: BotConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -244,9 +293,9 @@ impl Config {
         base: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: RawConfig = toml_error::parse(text).map_err(|message| ConfigError::Parse {
             file: file.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message,
         })?;
         let invalid = |key: String, reason: String| ConfigError::Invalid {
             file: file.to_owned(),
@@ -270,6 +319,9 @@ impl Config {
             ("server.workers", server.workers as u64),
             ("server.send_timeout_ms", server.send_timeout_ms),
             ("server.body_timeout_ms", server.body_timeout_ms),
+            ("server.header_timeout_ms", server.header_timeout_ms),
+            ("server.idle_timeout_ms", server.idle_timeout_ms),
+            ("server.max_connections", server.max_connections as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -280,6 +332,22 @@ impl Config {
             return Err(invalid(
                 "server.max_body_bytes".to_owned(),
                 "must be at most 64 MiB".to_owned(),
+            ));
+        }
+        if server.max_inflight_body_bytes < server.max_body_bytes {
+            return Err(invalid(
+                "server.max_inflight_body_bytes".to_owned(),
+                "must be at least server.max_body_bytes".to_owned(),
+            ));
+        }
+        if raw
+            .admin
+            .listen
+            .is_some_and(|admin| admin == server.listen && admin.port() != 0)
+        {
+            return Err(invalid(
+                "admin.listen".to_owned(),
+                "must differ from server.listen".to_owned(),
             ));
         }
 
@@ -311,7 +379,7 @@ impl Config {
                 return Err(invalid(key("plugin"), "must not be empty".to_owned()));
             }
             if channel.enabled {
-                substitute_table(&mut channel.settings, &key("settings"), &env)
+                vars::substitute_table(&mut channel.settings, &key("settings"), &env)
                     .map_err(|(key, reason)| invalid(key, reason))?;
             }
         }
@@ -320,6 +388,7 @@ impl Config {
             channels,
             queue,
             bot: raw.bot,
+            admin: raw.admin,
         })
     }
 
@@ -338,203 +407,5 @@ impl ChannelConfig {
     /// The settings as the JSON object the plugin receives.
     pub fn settings_json(&self) -> String {
         serde_json::to_string(&self.settings).unwrap_or_else(|_| "{}".to_owned())
-    }
-}
-
-type KeyError = (String, String);
-
-fn substitute_table(
-    table: &mut toml::Table,
-    path: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), KeyError> {
-    for (key, value) in table.iter_mut() {
-        substitute(value, &format!("{path}.{key}"), env)?;
-    }
-    Ok(())
-}
-
-fn substitute(
-    value: &mut toml::Value,
-    path: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), KeyError> {
-    match value {
-        toml::Value::String(s) => {
-            *s = expand(s, env).map_err(|reason| (path.to_owned(), reason))?
-        }
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                substitute(item, &format!("{path}[{i}]"), env)?;
-            }
-        }
-        toml::Value::Table(table) => substitute_table(table, path, env)?,
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Replaces each `${NAME}` in `text` with the variable's value. `$$` is a literal `$`.
-fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| "unterminated ${...} reference".to_owned())?;
-            let name = &tail[..end];
-            let valid = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                return Err(format!(
-                    "${{{name}}} is not a valid environment variable name"
-                ));
-            }
-            match env(name) {
-                Some(value) if !value.is_empty() => out.push_str(&value),
-                Some(_) => return Err(format!("environment variable {name} is empty")),
-                None => return Err(format!("environment variable {name} is not set")),
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[server]
-listen = "127.0.0.1:8080"
-
-[[channels]]
-name = "messenger"
-plugin = "messenger"
-
-[channels.settings]
-app_secret = "${SECRET}"
-verify_token = "literal-$$-token"
-pages = [{ id = "1", access_token = "${TOKEN}" }]
-"#;
-
-    fn env(name: &str) -> Option<String> {
-        match name {
-            "SECRET" => Some("s3cret".to_owned()),
-            "TOKEN" => Some("page-token".to_owned()),
-            _ => None,
-        }
-    }
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, "host.toml", Path::new("/etc/dmflow"), env)
-    }
-
-    #[test]
-    fn substitutes_and_resolves() {
-        let config = parse(GOOD).unwrap();
-        assert_eq!(config.server.plugins_dir, Path::new("/etc/dmflow/plugins"));
-        let settings: serde_json::Value =
-            serde_json::from_str(&config.channels[0].settings_json()).unwrap();
-        assert_eq!(settings["app_secret"], "s3cret");
-        assert_eq!(settings["verify_token"], "literal-$-token");
-        assert_eq!(settings["pages"][0]["access_token"], "page-token");
-        assert!(config.channels[0].enabled);
-        assert_eq!(config.queue.path, Path::new("/etc/dmflow/queue.sqlite3"));
-        let memory = parse(&format!("{GOOD}\n[queue]\npath = \":memory:\"\n")).unwrap();
-        assert!(memory.queue.in_memory());
-    }
-
-    #[test]
-    fn debug_does_not_show_secrets() {
-        let debug = format!("{:?}", parse(GOOD).unwrap());
-        assert!(
-            !debug.contains("s3cret") && !debug.contains("page-token"),
-            "{debug}"
-        );
-    }
-
-    #[test]
-    fn each_error_names_file_and_key() {
-        let cases = [
-            (GOOD.replace("listen =", "lisen ="), "lisen"),
-            (
-                GOOD.replace("${SECRET}", "${MISSING}"),
-                "channels[0].settings.app_secret",
-            ),
-            (
-                GOOD.replace("${TOKEN}", "${TOKEN"),
-                "channels[0].settings.pages[0].access_token",
-            ),
-            (
-                GOOD.replace("name = \"messenger\"", "name = \"../x\""),
-                "channels[0].name",
-            ),
-            (
-                GOOD.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\""),
-                "listen",
-            ),
-            (format!("{GOOD}\n[bot]\ncolour = 1\n"), "colour"),
-            (
-                GOOD.replace("[[channels]]", "[server.extra]\n[[channels]]"),
-                "extra",
-            ),
-            (
-                GOOD.replace(
-                    "listen = \"127.0.0.1:8080\"",
-                    "listen = \"127.0.0.1:8080\"\nworkers = 0",
-                ),
-                "server.workers",
-            ),
-            (
-                format!("{GOOD}\n[[channels]]\nname = \"messenger\"\nplugin = \"x\"\n"),
-                "channels[1].name",
-            ),
-            (
-                format!("{GOOD}\n[queue]\nremember_secs = 0\n"),
-                "queue.remember_secs",
-            ),
-            (format!("{GOOD}\n[queue]\npaht = \"x\"\n"), "paht"),
-            (
-                GOOD.replace(
-                    "listen = \"127.0.0.1:8080\"",
-                    "listen = \"127.0.0.1:8080\"\nmax_body_bytes = -1",
-                ),
-                "max_body_bytes",
-            ),
-        ];
-        for (text, key) in cases {
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.starts_with("host.toml"), "{err}");
-            assert!(err.contains(key), "expected {key:?} in: {err}");
-            assert!(
-                !err.contains("s3cret") && !err.contains("page-token"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn disabled_channels_need_no_secrets() {
-        let text = GOOD
-            .replace(
-                "plugin = \"messenger\"",
-                "plugin = \"messenger\"\nenabled = false",
-            )
-            .replace("${SECRET}", "${MISSING}");
-        let config = parse(&text).unwrap();
-        assert_eq!(config.enabled_channels().count(), 0);
     }
 }

@@ -3,13 +3,16 @@
 //!
 //! `main.rs` is only the command line; everything here is usable from tests.
 
+pub mod admin;
 pub mod bot;
 pub mod channels;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod host_services;
+pub mod listen;
 pub mod metrics;
+pub mod os;
 pub mod sandbox;
 pub mod server;
 pub mod store;
@@ -27,12 +30,16 @@ use tokio::net::TcpListener;
 use crate::{
     config::Config,
     dispatch::Dispatcher,
+    listen::{Door, Timeouts},
     metrics::Metrics,
-    server::AppState,
+    server::{AppState, BodyBudget},
     store::{now_ms, MemoryQueue, Queue, SqliteQueue, StoreError},
 };
 
-/// A host whose channels are up, whose port is bound and whose queue is open, not
+/// Connections open at once on the `[admin]` listener.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// A host whose channels are up, whose ports are bound and whose queue is open, not
 /// yet serving.
 pub struct Server {
     config: Config,
@@ -40,6 +47,7 @@ pub struct Server {
     store: Arc<dyn Queue>,
     listener: TcpListener,
     addr: SocketAddr,
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Server {
@@ -55,6 +63,16 @@ impl Server {
             .await
             .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        let admin = match config.admin.listen {
+            None => None,
+            Some(listen) => {
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("admin.listen: cannot listen on {listen}"))?;
+                let addr = listener.local_addr()?;
+                Some((listener, addr))
+            }
+        };
         let store = open_queue(&config)?;
         let dispatcher = Dispatcher::new(
             dispatch::Settings {
@@ -74,7 +92,12 @@ impl Server {
             channels: channels.by_name,
             plugins: channels.plugins,
             dispatcher,
+            queue_capacity: config.server.queue_capacity,
             max_body_bytes: config.server.max_body_bytes,
+            bodies: BodyBudget::new(
+                config.server.max_inflight_body_bytes,
+                metrics.inflight_body_bytes.clone(),
+            ),
             metrics,
             body_timeout: Duration::from_millis(config.server.body_timeout_ms),
         });
@@ -84,6 +107,7 @@ impl Server {
             store,
             listener,
             addr,
+            admin,
         })
     }
 
@@ -92,9 +116,16 @@ impl Server {
         self.addr
     }
 
-    /// Serves until `shutdown` completes, then drains: stops accepting webhooks, lets
-    /// queued events and in-flight sends finish (up to `server.shutdown_grace_ms`),
-    /// and shuts the adapters down. Events still unsent stay in the store.
+    /// The `[admin]` listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Serves until `shutdown` completes, then drains, all within
+    /// `server.shutdown_grace_ms`: stops accepting connections, closes those with
+    /// no request in progress and lets the others be answered, lets queued events
+    /// and in-flight sends finish, and shuts the adapters down. Events still unsent
+    /// stay in the store.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -105,24 +136,55 @@ impl Server {
             store,
             listener,
             addr,
+            admin,
         } = self;
         let channels: Vec<_> = state.channels.values().cloned().collect();
         tracing::info!(%addr, channels = channels.len(), "serving webhooks");
         let remember = Duration::from_secs(config.queue.remember_secs);
         let pruning = tokio::spawn(prune_forever(Arc::clone(&store), remember));
-        axum::serve(listener, server::app(Arc::clone(&state)))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let mut doors = vec![Door {
+            name: "public",
+            listener,
+            app: server::app(Arc::clone(&state), admin.is_none()),
+            max_connections: config.server.max_connections,
+            metrics: state.metrics.connections("public"),
+        }];
+        if let Some((listener, addr)) = admin {
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+            doors.push(Door {
+                name: "admin",
+                listener,
+                app: admin::app(Arc::clone(&state)),
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                metrics: state.metrics.connections("admin"),
+            });
+        }
+        let timeouts = Timeouts {
+            header: Duration::from_millis(config.server.header_timeout_ms),
+            idle: Duration::from_millis(config.server.idle_timeout_ms),
+        };
+        let started = Arc::new(std::sync::OnceLock::new());
+        let stopping = {
+            let started = Arc::clone(&started);
+            async move {
+                shutdown.await;
+                let _ = started.set(Instant::now());
+            }
+        };
+        listen::serve(doors, timeouts, grace, stopping).await;
         pruning.abort();
 
-        let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-        let started = Instant::now();
+        let started = started.get().copied().unwrap_or_else(Instant::now);
         tracing::info!(
             pending = state.dispatcher.depth(),
             "shutting down: draining accepted events"
         );
-        if !state.dispatcher.drain(grace).await {
+        if !state
+            .dispatcher
+            .drain(grace.saturating_sub(started.elapsed()))
+            .await
+        {
             tracing::warn!(
                 pending = state.dispatcher.depth(),
                 "events left queued for the next start (grace period over, or waiting for a retry)"
@@ -199,10 +261,17 @@ async fn prune_forever(store: Arc<dyn Queue>, remember: Duration) {
     }
 }
 
-/// `serve`: binds, prints `listening on http://ADDR` on stdout, and runs until
-/// SIGINT or SIGTERM.
+/// `serve`: makes the files it creates private to its user (umask 077), raises the
+/// open-file limit to fit `server.max_connections`, binds, prints `admin on
+/// http://ADDR` (with an `[admin]` listener) then `listening on http://ADDR` on
+/// stdout, and runs until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    os::private_files();
+    os::fit_open_files(config.server.max_connections + ADMIN_MAX_CONNECTIONS);
     let server = Server::bind(config).await?;
+    if let Some(admin) = server.admin_addr() {
+        println!("admin on http://{admin}");
+    }
     println!("listening on http://{}", server.addr());
     server.run(shutdown_signal()).await
 }

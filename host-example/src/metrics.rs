@@ -48,6 +48,22 @@ impl Channel {
     }
 }
 
+/// `listener` (`public` or `admin`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Listener {
+    /// Which listener.
+    pub listener: String,
+}
+
+/// `listener` and why a connection was closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Closed {
+    /// Which listener.
+    pub listener: String,
+    /// `header_timeout`, `idle_timeout` or `shutdown`.
+    pub reason: String,
+}
+
 fn latency() -> Histogram {
     // 100 µs to ~6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -77,6 +93,13 @@ pub struct Metrics {
     pub ack_seconds: Family<Channel, Histogram, fn() -> Histogram>,
     /// Time one reply took to send, retries included.
     pub send_seconds: Family<Channel, Histogram, fn() -> Histogram>,
+    /// Connections open, by listener.
+    pub connections_open: Family<Listener, Gauge>,
+    /// Connections the host closed, by listener and reason.
+    pub connections_closed: Family<Closed, Counter>,
+    /// Body bytes being read at once, across all requests (reserved when a body
+    /// starts, by its declared length).
+    pub inflight_body_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,6 +116,9 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             ack_seconds: Family::new_with_constructor(latency),
             send_seconds: Family::new_with_constructor(latency),
+            connections_open: Family::default(),
+            connections_closed: Family::default(),
+            inflight_body_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +171,22 @@ impl Default for Metrics {
             "Time one reply took to send, retries included",
             metrics.send_seconds.clone(),
         );
+        registry.register(
+            "connections_open",
+            "Connections open, by listener",
+            metrics.connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the host closed: a request head not complete in time, idle \
+             too long, or still open at shutdown",
+            metrics.connections_closed.clone(),
+        );
+        registry.register(
+            "inflight_body_bytes",
+            "Request body bytes being read at once, across all requests",
+            metrics.inflight_body_bytes.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -176,6 +218,29 @@ impl Metrics {
             webhooks: ByLabel::new(&self.webhooks, outcome.clone()),
             events: ByLabel::new(&self.events, kind),
             sends: ByLabel::new(&self.sends, outcome),
+        }
+    }
+
+    /// The connection metrics of `listener`.
+    pub fn connections(&self, listener: &str) -> ConnectionMetrics {
+        let closed = |reason: &str| {
+            self.connections_closed
+                .get_or_create(&Closed {
+                    listener: listener.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .clone()
+        };
+        ConnectionMetrics {
+            open: self
+                .connections_open
+                .get_or_create(&Listener {
+                    listener: listener.to_owned(),
+                })
+                .clone(),
+            header_timeout: closed("header_timeout"),
+            idle_timeout: closed("idle_timeout"),
+            shutdown: closed("shutdown"),
         }
     }
 
@@ -224,6 +289,19 @@ impl ChannelMetrics {
     pub fn send(&self, outcome: &'static str) {
         self.sends.inc(outcome);
     }
+}
+
+/// One listener's connection metrics, with their label sets built once.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    /// Connections open.
+    pub open: Gauge,
+    /// Closed because the request head was not complete in time.
+    pub header_timeout: Counter,
+    /// Closed after staying idle between requests too long.
+    pub idle_timeout: Counter,
+    /// Closed at shutdown while still open after the grace period.
+    pub shutdown: Counter,
 }
 
 /// The counters of one family for one channel, told apart by a second label whose

@@ -1,17 +1,18 @@
-//! The HTTP side: webhook routes, `/healthz`.
+//! The webhook route, and the host's routes as a whole.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use adapter_api::{ErrorKind, Header, Verdict, WebhookRequest};
 use axum::{
-    body::{Body, Bytes},
+    body::{Body, Bytes, HttpBody},
     extract::{Path, State},
     http::{header, HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::get,
-    Json, Router,
+    Router,
 };
-use serde_json::json;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
     channels::Channel,
@@ -27,79 +28,72 @@ pub struct AppState {
     pub plugins: Vec<adapter_api::PluginInfo>,
     /// Where accepted events go.
     pub dispatcher: Dispatcher,
+    /// Events waiting, in all, before webhooks get 503 (for `/readyz`).
+    pub queue_capacity: usize,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// Body bytes being read at once, across all requests.
+    pub bodies: BodyBudget,
     /// The host's metrics.
     pub metrics: Arc<Metrics>,
     /// How long a webhook's body may take to arrive.
     pub body_timeout: std::time::Duration,
 }
 
-/// The host's routes.
-pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/webhooks/{name}", get(webhook).post(webhook))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state)
+/// The routes of the public listener: the webhooks, and the operator's routes too
+/// when there is no `[admin]` listener.
+pub fn app(state: Arc<AppState>, with_admin: bool) -> Router {
+    let router = Router::new().route("/webhooks/{name}", get(webhook).post(webhook));
+    let router = if with_admin {
+        router.merge(crate::admin::routes())
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let mut channels: Vec<_> = state
-        .channels
-        .values()
-        .map(|c| {
-            let (name, plugin) = (&c.name, c.plugin.id.as_str());
-            match c.outage() {
-                None => json!({ "name": name, "plugin": plugin, "status": "up" }),
-                // No panic text or setting here: only the channel's fixed phrase.
-                Some(outage) => json!({
-                    "name": name,
-                    "plugin": plugin,
-                    "status": "down",
-                    "reason": outage.reason,
-                    "retry_in_ms": u64::try_from(
-                        outage
-                            .retry_at
-                            .saturating_duration_since(Instant::now())
-                            .as_millis()
-                    )
-                    .unwrap_or(u64::MAX),
-                }),
-            }
-        })
-        .collect();
-    let degraded = channels.iter().any(|c| c["status"] == "down");
-    channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let plugins: Vec<_> = state
-        .plugins
-        .iter()
-        .map(|p| {
-            json!({
-                "id": p.id.as_str(),
-                "name": p.name.as_str(),
-                "version": p.version.as_str(),
-                "api_version": p.api_version.as_str(),
-            })
-        })
-        .collect();
-    Json(json!({
-        "status": if degraded { "degraded" } else { "ok" },
-        "plugins": plugins,
-        "channels": channels,
-        "queue_depth": state.dispatcher.depth(),
-    }))
+/// A cap on the body bytes being read at once across all requests, so that many
+/// clients sending large bodies together cannot exhaust memory: each body reserves
+/// its declared length (`max_body_bytes` when it declares none) before it is read,
+/// and keeps it until its request is answered.
+pub struct BodyBudget {
+    bytes: Semaphore,
+    gauge: Gauge,
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+/// Bytes reserved for one body; given back when dropped.
+pub struct Reserved<'a> {
+    _permit: SemaphorePermit<'a>,
+    bytes: u32,
+    gauge: &'a Gauge,
+}
+
+impl BodyBudget {
+    /// A budget of `max` bytes, reported in `gauge`.
+    pub fn new(max: usize, gauge: Gauge) -> Self {
+        Self {
+            bytes: Semaphore::new(max.min(Semaphore::MAX_PERMITS)),
+            gauge,
+        }
+    }
+
+    /// Reserves `bytes` now, or `None` when they are not free.
+    pub fn try_reserve(&self, bytes: usize) -> Option<Reserved<'_>> {
+        let bytes = u32::try_from(bytes).ok()?;
+        let permit = self.bytes.try_acquire_many(bytes).ok()?;
+        self.gauge.inc_by(i64::from(bytes));
+        Some(Reserved {
+            _permit: permit,
+            bytes,
+            gauge: &self.gauge,
+        })
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec_by(i64::from(self.bytes));
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -158,6 +152,25 @@ async fn handle(
     if declared.is_some_and(|len| len > state.max_body_bytes) {
         return ("too_large", too_large(name, state.max_body_bytes));
     }
+    // The body's length as HTTP framing gives it (Content-Length, or none for a
+    // GET); a chunked body may be as large as the limit.
+    let size = body
+        .size_hint()
+        .exact()
+        .and_then(|n| usize::try_from(n).ok());
+    let Some(_reserved) = state.bodies.try_reserve(
+        size.unwrap_or(state.max_body_bytes)
+            .min(state.max_body_bytes),
+    ) else {
+        tracing::debug!(
+            channel = name,
+            "webhook refused: too many bodies being read at once"
+        );
+        return (
+            "overloaded",
+            text(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later"),
+        );
+    };
     let read = axum::body::to_bytes(body, state.max_body_bytes);
     let body: Bytes = match tokio::time::timeout(state.body_timeout, read).await {
         Ok(Ok(body)) => body,

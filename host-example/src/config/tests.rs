@@ -1,0 +1,203 @@
+//! The config's parsing, substitution and validation.
+
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[channels]]
+name = "messenger"
+plugin = "messenger"
+
+[channels.settings]
+app_secret = "${SECRET}"
+verify_token = "literal-$$-token"
+pages = [{ id = "1", access_token = "${TOKEN}" }]
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SECRET" => Some("s3cret".to_owned()),
+        "TOKEN" => Some("page-token".to_owned()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "host.toml", Path::new("/etc/dmflow"), env)
+}
+
+#[test]
+fn substitutes_and_resolves() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.server.plugins_dir, Path::new("/etc/dmflow/plugins"));
+    let settings: serde_json::Value =
+        serde_json::from_str(&config.channels[0].settings_json()).unwrap();
+    assert_eq!(settings["app_secret"], "s3cret");
+    assert_eq!(settings["verify_token"], "literal-$-token");
+    assert_eq!(settings["pages"][0]["access_token"], "page-token");
+    assert!(config.channels[0].enabled);
+    assert_eq!(config.queue.path, Path::new("/etc/dmflow/queue.sqlite3"));
+    let memory = parse(&format!("{GOOD}\n[queue]\npath = \":memory:\"\n")).unwrap();
+    assert!(memory.queue.in_memory());
+}
+
+#[test]
+fn debug_does_not_show_secrets() {
+    let debug = format!("{:?}", parse(GOOD).unwrap());
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("page-token"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn each_error_names_file_and_key() {
+    let cases = [
+        (GOOD.replace("listen =", "lisen ="), "lisen"),
+        (
+            GOOD.replace("${SECRET}", "${MISSING}"),
+            "channels[0].settings.app_secret",
+        ),
+        (
+            GOOD.replace("${TOKEN}", "${TOKEN"),
+            "channels[0].settings.pages[0].access_token",
+        ),
+        (
+            GOOD.replace("name = \"messenger\"", "name = \"../x\""),
+            "channels[0].name",
+        ),
+        (
+            GOOD.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\""),
+            "listen",
+        ),
+        (format!("{GOOD}\n[bot]\ncolour = 1\n"), "colour"),
+        (
+            GOOD.replace("[[channels]]", "[server.extra]\n[[channels]]"),
+            "extra",
+        ),
+        (
+            GOOD.replace(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:8080\"\nworkers = 0",
+            ),
+            "server.workers",
+        ),
+        (
+            format!("{GOOD}\n[[channels]]\nname = \"messenger\"\nplugin = \"x\"\n"),
+            "channels[1].name",
+        ),
+        (
+            format!("{GOOD}\n[queue]\nremember_secs = 0\n"),
+            "queue.remember_secs",
+        ),
+        (format!("{GOOD}\n[queue]\npaht = \"x\"\n"), "paht"),
+        (
+            GOOD.replace(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:8080\"\nmax_body_bytes = -1",
+            ),
+            "max_body_bytes",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("host.toml"), "{err}");
+        assert!(err.contains(key), "expected {key:?} in: {err}");
+        assert!(
+            !err.contains("s3cret") && !err.contains("page-token"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn disabled_channels_need_no_secrets() {
+    let text = GOOD
+        .replace(
+            "plugin = \"messenger\"",
+            "plugin = \"messenger\"\nenabled = false",
+        )
+        .replace("${SECRET}", "${MISSING}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.enabled_channels().count(), 0);
+}
+
+#[test]
+fn the_front_door_has_safe_defaults_and_an_optional_admin_listener() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.server.header_timeout_ms, 10_000);
+    assert_eq!(config.server.idle_timeout_ms, 75_000);
+    assert_eq!(config.server.max_connections, 4_096);
+    assert_eq!(config.server.max_inflight_body_bytes, 64 * 1024 * 1024);
+    assert_eq!(config.admin.listen, None);
+    let admin = parse(&format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:9091\"\n")).unwrap();
+    assert_eq!(admin.admin.listen, Some("127.0.0.1:9091".parse().unwrap()));
+}
+
+#[test]
+fn limits_that_cannot_work_are_refused_by_key() {
+    let server = |line: &str| {
+        GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:8080\"\n{line}"),
+        )
+    };
+    let cases = [
+        (server("header_timeout_ms = 0"), "server.header_timeout_ms"),
+        (server("idle_timeout_ms = 0"), "server.idle_timeout_ms"),
+        (server("max_connections = 0"), "server.max_connections"),
+        (
+            server("max_body_bytes = 2048\nmax_inflight_body_bytes = 1024"),
+            "server.max_inflight_body_bytes",
+        ),
+        (
+            format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:8080\"\n"),
+            "admin.listen",
+        ),
+        (format!("{GOOD}\n[admin]\nport = 1\n"), "admin.port"),
+    ];
+    for (text, key) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(key), "expected {key:?} in: {err}");
+    }
+}
+
+#[test]
+fn no_error_shows_a_value_from_the_file() {
+    let settings = |lines: &str| GOOD.replace("app_secret = \"${SECRET}\"", lines);
+    let cases = [
+        (
+            GOOD.replace(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:8080\"\nworkers = \"hunter2\"",
+            ),
+            "line 4, column 11: server.workers: expected usize",
+        ),
+        (
+            GOOD.replace("listen = \"127.0.0.1:8080\"", "listen = 987654321"),
+            "server.listen: expected socket address",
+        ),
+        (settings("app_secret = \"hunter2"), "line 10"),
+        (settings("app_secret = hunter2"), "line 10"),
+        (settings("app_secret = \"hunter2\" hunter2"), "line 10"),
+        (
+            settings("app_secret = \"a\"\napp_secret = \"hunter2\""),
+            "line 11",
+        ),
+        (
+            format!("{GOOD}\n[admin]\nlisten = \"hunter2\"\n"),
+            "admin.listen",
+        ),
+    ];
+    for (text, says) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(says), "expected {says:?} in: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("987654321"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+}
