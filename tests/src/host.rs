@@ -214,22 +214,34 @@ graph_api_version = "v25.0"
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_owned());
+                // `admin on` (with an [admin] listener) comes first.
+                if let Some(addr) = line.strip_prefix("admin on ") {
+                    let _ = tx.send((false, addr.to_owned()));
+                } else if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send((true, addr.to_owned()));
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(url) => Ok(Host {
-                url,
-                child,
-                log_path,
-                _dir: dir,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(std::fs::read_to_string(&log_path).unwrap_or_default())
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut admin_url = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, admin)) => admin_url = Some(admin),
+                Ok((true, url)) => {
+                    return Ok(Host {
+                        url,
+                        admin_url,
+                        child,
+                        log_path,
+                        _dir: dir,
+                    })
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+                }
             }
         }
     }
@@ -239,6 +251,8 @@ graph_api_version = "v25.0"
 pub struct Host {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The `[admin]` listener's `http://127.0.0.1:PORT`, when the config has one.
+    pub admin_url: Option<String>,
     child: Child,
     log_path: PathBuf,
     _dir: Arc<TempDir>,
@@ -270,9 +284,10 @@ impl Host {
         None
     }
 
-    /// The host's `/metrics` text.
+    /// The host's `/metrics` text (from the `[admin]` listener when there is one).
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.url))
+        let base = self.admin_url.as_ref().unwrap_or(&self.url);
+        reqwest::get(format!("{base}/metrics"))
             .await
             .expect("host unreachable")
             .text()

@@ -1,6 +1,7 @@
 //! End-to-end: the real `host-example` binary loading the real Messenger plugin
 //! library at run time, signed webhooks over HTTP, a fake Graph API on 127.0.0.1.
 
+mod abuse;
 mod bad_input;
 mod compat;
 mod delivery;
