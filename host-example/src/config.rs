@@ -1,6 +1,7 @@
 //! The host's TOML config: parsed strictly (unknown keys are errors), `${VAR}`
 //! references in channel settings filled from the environment, validated as a whole.
-//! No error quotes a value from the file: a value may be a secret.
+//! No error quotes a value from the file (a value may be a secret), only names that
+//! passed validation, such as a duplicate channel's.
 
 #[cfg(test)]
 mod tests;
@@ -363,10 +364,7 @@ impl Config {
             if !name_ok {
                 return Err(invalid(
                     key("name"),
-                    format!(
-                        "{:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
-                        channel.name
-                    ),
+                    "must be 1-64 characters of a-z, 0-9, '-' and '_'".to_owned(),
                 ));
             }
             if !names.insert(channel.name.clone()) {
