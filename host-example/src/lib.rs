@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod host_services;
 pub mod metrics;
+pub mod pg_cluster;
 pub mod sandbox;
 pub mod server;
 pub mod store;
@@ -29,7 +30,7 @@ use crate::{
     dispatch::Dispatcher,
     metrics::Metrics,
     server::AppState,
-    store::{now_ms, MemoryQueue, Queue, SqliteQueue, StoreError},
+    store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue, StoreError},
 };
 
 /// A host whose channels are up, whose port is bound and whose queue is open, not
@@ -55,7 +56,7 @@ impl Server {
             .await
             .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let store = open_queue(&config)?;
+        let store = open_queue(&config).await?;
         let dispatcher = Dispatcher::new(
             dispatch::Settings {
                 workers: config.server.workers,
@@ -68,7 +69,17 @@ impl Server {
             Arc::new(bot::Bot::new(config.bot.clone())),
             Arc::clone(&metrics),
         );
-        resume_pending(&*store, &dispatcher, &channels.by_name).await?;
+        match store.feed() {
+            // A shared queue hands this host its events as it comes to own them.
+            Some(feed) => {
+                tokio::spawn(take_feed(
+                    feed,
+                    dispatcher.clone(),
+                    channels.by_name.clone(),
+                ));
+            }
+            None => resume_pending(&*store, &dispatcher, &channels.by_name).await?,
+        }
 
         let state = Arc::new(AppState {
             channels: channels.by_name,
@@ -168,8 +179,38 @@ async fn resume_pending(
     Ok(())
 }
 
+/// Queues the events a shared queue hands this host.
+async fn take_feed(
+    mut feed: tokio::sync::mpsc::Receiver<store::Pending>,
+    dispatcher: Dispatcher,
+    channels: std::collections::HashMap<String, Arc<channels::Channel>>,
+) {
+    while let Some(item) = feed.recv().await {
+        match channels.get(&item.key.channel) {
+            Some(channel) => dispatcher.resume(channel, item),
+            None => tracing::warn!(
+                channel = item.key.channel,
+                event_id = %item.event.event_id,
+                "pending event of a channel that is not enabled here; left in the queue"
+            ),
+        }
+    }
+}
+
 /// Opens the queue `[queue]` names.
-fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+async fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+    if let Some(url) = &config.queue.url {
+        let settings = PostgresSettings {
+            url: url.clone(),
+            partitions: config.queue.partitions,
+            lease: Duration::from_millis(config.queue.lease_ms),
+            poll: Duration::from_millis(config.queue.poll_ms),
+        };
+        let queue = PostgresQueue::open(settings)
+            .await
+            .map_err(|err| anyhow::anyhow!("queue.url: {err}"))?;
+        return Ok(Arc::new(queue));
+    }
     if config.queue.in_memory() {
         return Ok(Arc::new(MemoryQueue::new(config.queue.remember_max)));
     }
