@@ -85,6 +85,7 @@ impl Server {
             channels: channels.by_name,
             plugins: channels.plugins,
             dispatcher,
+            queue: Arc::clone(&store),
             max_body_bytes: config.server.max_body_bytes,
             metrics,
             body_timeout: Duration::from_millis(config.server.body_timeout_ms),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub plugins: Vec<adapter_api::PluginInfo>,
     /// Where accepted events go.
     pub dispatcher: Dispatcher,
+    /// The event queue, for `/healthz`.
+    pub queue: Arc<dyn crate::store::Queue>,
     /// Largest body accepted.
     pub max_body_bytes: usize,
     /// The host's metrics.
@@ -88,6 +90,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
         "plugins": plugins,
         "channels": channels,
         "queue_depth": state.dispatcher.depth(),
+        "queue": state.queue.status(),
     }))
 }
 

@@ -8,6 +8,7 @@ mod durability;
 mod faults;
 mod handshake;
 mod host;
+mod hosts;
 mod isolation;
 mod line;
 mod operations;
