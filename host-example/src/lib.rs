@@ -140,6 +140,9 @@ impl Server {
                 "events left queued for the next start (grace period over, or waiting for a retry)"
             );
         }
+        if let Err(err) = store.close().await {
+            tracing::warn!("{err}");
+        }
         for channel in channels {
             let left = grace.saturating_sub(started.elapsed());
             if let Some(adapter) = channel.adapter() {

@@ -236,8 +236,12 @@ pub trait Queue: Send + Sync {
     fn release(&self, _key: &EventKey) {}
 
     /// What `/healthz` shows of the queue (the group of hosts, for a shared queue).
-    fn status(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn status(&self) -> serde_json::Value;
+
+    /// The host is stopping: a shared queue hands its partitions back at once, so
+    /// that the other hosts need not wait for the leases to lapse.
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -232,3 +232,37 @@ fn signal(host: &Host, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_stopped_gracefully_hands_its_partitions_over_without_waiting_for_its_lease() {
+    let cluster = PgCluster::start(Durability::None).unwrap();
+    let url = cluster.database("group").unwrap();
+    let graph = fake_graph().await;
+    // Leases of ten minutes: a takeover by lapse would outlast the test.
+    let long = |graph: &FakeGraph| {
+        HostBuilder::new(&graph.url).channels(&format!(
+            "\n[queue]\nurl = \"{url}\"\npartitions = {PARTITIONS}\nlease_ms = 600000\n"
+        ))
+    };
+    let mut leaving = long(&graph).start();
+    let staying = long(&graph).start();
+    // The second host took what was free; the first keeps the rest until it leaves.
+    until("the second host to own a share", || async {
+        owned(&staying).await > 0
+    })
+    .await;
+    assert!(owned(&leaving).await > 0);
+    let status = tokio::task::block_in_place(|| leaving.terminate(Duration::from_secs(30)));
+    assert!(status.is_some_and(|s| s.success()), "{}", leaving.log());
+    assert!(
+        leaving.log().contains("left the shared queue"),
+        "{}",
+        leaving.log()
+    );
+    until("the staying host to own every partition", || async {
+        owned(&staying).await == u64::from(PARTITIONS)
+    })
+    .await;
+    post_signed(&staying, &message_from("84000", "after")).await;
+    until("a reply", || async { delivered(&graph, "after") == 1 }).await;
+}

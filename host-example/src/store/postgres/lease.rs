@@ -12,15 +12,32 @@ use deadpool_postgres::Pool;
 use super::{writes::client, Shared};
 use crate::store::StoreError;
 
-/// Runs a lease round every quarter of the lease, for good.
+/// Runs a lease round every second (a quarter of the lease if that is shorter),
+/// for good: the heartbeat that tells the others this host lives, the renewal well
+/// before the lease lapses, and the rebalancing as hosts come and go.
 pub(super) async fn run(pool: Pool, shared: Arc<Shared>) {
-    let every = shared.lease / 4;
+    let every = (shared.lease / 4).min(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
         if let Err(err) = round(&pool, &shared).await {
             tracing::warn!("shared queue: lease round failed: {err}");
         }
     }
+}
+
+/// Hands every partition of `host` back and leaves the group.
+pub(super) async fn leave(pool: &Pool, host: &str) -> Result<(), StoreError> {
+    let client = client(pool).await?;
+    client
+        .execute(
+            "UPDATE dmflow_lease SET owner = NULL, lease_until = '-infinity' WHERE owner = $1",
+            &[&host],
+        )
+        .await?;
+    client
+        .execute("DELETE FROM dmflow_hosts WHERE host = $1", &[&host])
+        .await?;
+    Ok(())
 }
 
 /// How long before a lease lapses (by the database's clock) this host stops starting
@@ -40,6 +57,13 @@ pub(super) async fn round(pool: &Pool, shared: &Shared) -> Result<(), StoreError
             "INSERT INTO dmflow_hosts (host, seen) VALUES ($1, now())
              ON CONFLICT (host) DO UPDATE SET seen = now()",
             &[&host],
+        )
+        .await?;
+    // Hosts gone for an hour are forgotten (each run of a host is a new name).
+    client
+        .execute(
+            "DELETE FROM dmflow_hosts WHERE seen < now() - interval '1 hour'",
+            &[],
         )
         .await?;
     let alive: i64 = client

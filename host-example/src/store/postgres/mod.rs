@@ -362,6 +362,23 @@ impl Queue for PostgresQueue {
         self.shared.state().dispatched.remove(key);
     }
 
+    fn close(&self) -> StoreFuture<'_, ()> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        Box::pin(async move {
+            self.settle().await;
+            let handed_back = {
+                let mut state = self.shared.state();
+                state.valid_until = None;
+                state.epochs.drain().count()
+            };
+            lease::leave(&self.pool, &self.shared.host).await?;
+            tracing::info!(partitions = handed_back, "left the shared queue");
+            Ok(())
+        })
+    }
+
     fn status(&self) -> serde_json::Value {
         let state = self.shared.state();
         let mut owned: Vec<_> = state.epochs.iter().map(|(p, e)| [*p as i64, *e]).collect();
