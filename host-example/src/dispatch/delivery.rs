@@ -120,7 +120,7 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Step {
         if let Err(err) = &result {
             if err.kind == ErrorKind::PANICKED {
                 channel.plugin_failed(&adapter, "send panicked");
-            } else if err.kind == ErrorKind::TIMEOUT {
+            } else if never_called_back(err, started.elapsed(), inner.send_timeout) {
                 channel.metrics.plugin_failures.inc();
             }
         }
@@ -170,6 +170,13 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Step {
 fn lost(job: &Job) -> Step {
     tracing::info!(channel = job.channel.name, event_id = %job.event.event_id, "left to the host that owns its conversation now");
     Step::Lost
+}
+
+/// Whether `err` is the host's own deadline cutting off a plugin that never called
+/// back (a plugin failure), rather than the channel's API timing out inside the
+/// plugin, which reports it as [`ErrorKind::TIMEOUT`] too, before the deadline.
+fn never_called_back(err: &AdapterError, took: Duration, send_timeout: Duration) -> bool {
+    err.kind == ErrorKind::TIMEOUT && took >= send_timeout
 }
 
 /// Reply `job.progress.sent` was not delivered: tries it again after a backoff (at
@@ -325,6 +332,19 @@ mod tests {
         assert_eq!(options["idempotency_key"], idempotency_key(&key("a"), 2));
         let plain = with_idempotency_key(OutboundMessage::text("p", "u", "hi"), &key("a"), 0);
         assert!(plain.options_json.contains("idempotency_key"));
+    }
+
+    #[test]
+    fn only_a_send_cut_off_at_the_hosts_deadline_counts_as_a_plugin_failure() {
+        let timeout = AdapterError::new(ErrorKind::TIMEOUT, "x");
+        let limit = Duration::from_secs(60);
+        assert!(never_called_back(&timeout, limit, limit));
+        assert!(
+            !never_called_back(&timeout, Duration::from_secs(10), limit),
+            "the channel's API timed out"
+        );
+        let transient = AdapterError::new(ErrorKind::TRANSIENT, "x");
+        assert!(!never_called_back(&transient, limit, limit));
     }
 
     #[test]
