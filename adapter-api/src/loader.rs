@@ -1,5 +1,7 @@
 //! Host side: finding and loading plugin libraries.
 
+mod permissions;
+
 use std::{
     collections::HashMap,
     fmt,
@@ -25,6 +27,15 @@ pub enum LoadError {
         dir: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A user other than the library's owner could replace it: the file or its
+    /// folder is writable by its group or by others (checked on Unix).
+    #[error("{}: {reason}", path.display())]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is writable, its mode, and the fix.
+        reason: String,
     },
     /// The file is not a loadable library (missing, truncated, not a shared object).
     #[error("{}: not a loadable library: {reason}", path.display())]
@@ -89,6 +100,7 @@ impl LoadError {
     pub fn path(&self) -> &Path {
         match self {
             Self::ReadDir { dir: path, .. }
+            | Self::Unsafe { path, .. }
             | Self::Open { path, .. }
             | Self::NotAPlugin { path }
             | Self::IncompatibleVersion { path, .. }
@@ -181,6 +193,8 @@ fn layout_summary(full: &str) -> String {
 pub struct LoadedPlugin {
     /// Where it was loaded from.
     pub path: PathBuf,
+    /// The file `path` leads to when it is a symbolic link.
+    pub link_target: Option<PathBuf>,
     /// What it says about itself.
     pub info: PluginInfo,
     module: AdapterPluginRef,
@@ -190,6 +204,7 @@ impl fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("path", &self.path)
+            .field("link_target", &self.link_target)
             .field("info", &self.info)
             .finish_non_exhaustive()
     }
@@ -226,8 +241,13 @@ impl PluginSet {
     }
 }
 
-/// Loads one plugin library, checking its `adapter-api` version and type layouts.
+/// Loads one plugin library, checking who may write it (on Unix: only its owner may
+/// write the file and its folder), its `adapter-api` version and type layouts.
 pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    let checked = permissions::check(path).map_err(|reason| LoadError::Unsafe {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     check_not_truncated(path).map_err(|reason| LoadError::Open {
         path: path.to_path_buf(),
         reason,
@@ -252,6 +272,7 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
     }
     Ok(LoadedPlugin {
         path: path.to_path_buf(),
+        link_target: checked.link_target,
         info,
         module,
     })
@@ -397,6 +418,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let text = dir.join(format!("notes{}", std::env::consts::DLL_SUFFIX));
         std::fs::write(&text, "this is not a library").unwrap();
+        #[cfg(unix)]
+        for path in [&dir, &text] {
+            use std::os::unix::fs::PermissionsExt;
+            // Whatever the umask: a file others may write is refused before it is opened.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         std::fs::write(dir.join("README.txt"), "ignored: wrong suffix").unwrap();
 
         let set = load_plugins(&dir).unwrap();

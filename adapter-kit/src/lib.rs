@@ -12,6 +12,9 @@
 //! - `shutdown` stops new work, waits for in-flight work up to the deadline, then
 //!   stops the runtime; dropping the adapter never blocks or panics;
 //! - [`Log`] sends records to the host's log; [`Secret`] keeps tokens out of `Debug`;
+//!   [`settings::from_json`] reports a bad setting by key and expected type, never
+//!   its value;
+//! - [`webhook::single_header`] refuses a signature header sent twice;
 //! - [`export_plugin!`] declares the root module;
 //! - the runtime's threads are [`background`] threads: their wake-ups do not preempt
 //!   the host's threads.
@@ -26,6 +29,8 @@ mod hosted;
 mod log;
 pub mod memory;
 mod secret;
+pub mod settings;
+pub mod webhook;
 
 pub use crate::{
     completion::Completion,

@@ -356,13 +356,24 @@ pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
 
 fn report(set: &PluginSet, dir: &Path) {
     for plugin in &set.plugins {
-        tracing::info!(
-            path = %plugin.path.display(),
-            id = %plugin.info.id,
-            version = %plugin.info.version,
-            api = %plugin.info.api_version,
-            "plugin loaded"
-        );
+        match &plugin.link_target {
+            None => tracing::info!(
+                path = %plugin.path.display(),
+                id = %plugin.info.id,
+                version = %plugin.info.version,
+                api = %plugin.info.api_version,
+                "plugin loaded"
+            ),
+            Some(target) => tracing::info!(
+                path = %plugin.path.display(),
+                target = %target.display(),
+                id = %plugin.info.id,
+                version = %plugin.info.version,
+                api = %plugin.info.api_version,
+                "plugin loaded through a symbolic link to {}",
+                target.display()
+            ),
+        }
     }
     for failure in &set.failures {
         tracing::error!("plugin not loaded: {failure}");

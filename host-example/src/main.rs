@@ -1,9 +1,9 @@
 //! Run with `host-example serve --config host.toml`; see `--help`.
 
-use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+use std::{ffi::OsString, io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use host_example::config::Config;
 
 /// The example DmFlow host: serves channel plugins' webhooks and answers with a small bot.
@@ -103,8 +103,10 @@ fn main() -> ExitCode {
 fn init_logging(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -155,8 +157,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .to_path_buf(),
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let transcript = runtime.block_on(host_example::demo::run(&plugins_dir))?;
-            print!("{transcript}");
+            // Stdout is line-buffered: each line of the transcript shows as it happens.
+            runtime.block_on(host_example::demo::run(
+                &plugins_dir,
+                &mut std::io::stdout(),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Channel(words) => channel_operation(words),
@@ -175,24 +180,43 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `host-example <WORD> ...` where WORD is no subcommand: a channel operation when
+/// WORD is a channel of the config; otherwise a usage error, suggesting the
+/// subcommand WORD is a typo of (`serv`: did you mean `serve`?) or listing the
+/// config's channels.
 fn channel_operation(words: Vec<OsString>) -> anyhow::Result<ExitCode> {
     let channel = words
         .first()
         .and_then(|w| w.to_str())
         .context("a channel name is required")?
         .to_owned();
+    let typo_of = closest_subcommand(&channel);
     let name = format!("host-example {channel}");
     let args = match ChannelArgs::try_parse_from(
         std::iter::once(name.into()).chain(words.into_iter().skip(1)),
     ) {
         Ok(args) => args,
+        Err(_) if typo_of.is_some() => return Ok(unknown_subcommand(&channel, typo_of, None)),
         Err(err) => {
             // --help and usage errors print themselves.
             err.print().ok();
             return Ok(ExitCode::from(if err.use_stderr() { 2 } else { 0 }));
         }
     };
-    let config = Config::load(&args.config)?;
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(_) if typo_of.is_some() => return Ok(unknown_subcommand(&channel, typo_of, None)),
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context(format!(
+                "'{channel}' is not a subcommand (see --help), so it names a channel of the config"
+            )))
+        }
+    };
+    if !config.channels.iter().any(|c| c.name == channel) {
+        let names: Vec<_> = config.channels.iter().map(|c| c.name.as_str()).collect();
+        let channels = format!("{} ({})", args.config.display(), names.join(", "));
+        return Ok(unknown_subcommand(&channel, typo_of, Some(&channels)));
+    }
     let op = if args.operation.is_empty() {
         "ops".to_owned()
     } else {
@@ -232,6 +256,59 @@ fn channel_operation(words: Vec<OsString>) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The subcommand `word` is most likely a typo of: one at most two edits away (at
+/// most one for words of four letters or fewer), or one it begins.
+fn closest_subcommand(word: &str) -> Option<&'static str> {
+    let word = word.to_ascii_lowercase();
+    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
+    SUBCOMMANDS
+        .iter()
+        .map(|&name| (edit_distance(&word, name), name))
+        .filter(|&(distance, name)| {
+            distance <= limit || (word.len() >= 3 && name.starts_with(&word))
+        })
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// The subcommands, as `Command` names them.
+const SUBCOMMANDS: &[&str] = &["serve", "plugins", "keys", "demo", "sandbox"];
+
+/// Levenshtein distance between `a` and `b`, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Prints the usage error for `word`, neither a subcommand nor a channel: the
+/// subcommand it looks like, or the config's channels; exit status 2.
+fn unknown_subcommand(word: &str, typo_of: Option<&str>, channels: Option<&str>) -> ExitCode {
+    let message = match (typo_of, channels) {
+        (Some(name), _) => format!("unrecognized subcommand '{word}': did you mean '{name}'?"),
+        (None, Some(channels)) => {
+            format!("'{word}' is neither a subcommand nor a channel of {channels}")
+        }
+        (None, None) => format!("unrecognized subcommand '{word}'"),
+    };
+    Cli::command()
+        .error(clap::error::ErrorKind::InvalidSubcommand, message)
+        .print()
+        .ok();
+    ExitCode::from(2)
+}
+
 /// Runs the sandbox Graph API until Ctrl-C, printing each call as one JSON line.
 async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let sandbox = host_example::sandbox::SandboxGraph::start_on(listen)
@@ -254,5 +331,45 @@ async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
             println!("{} {} {}", call.method, call.path, call.body);
         }
         printed = calls.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_of_a_subcommand_is_recognised() {
+        assert_eq!(closest_subcommand("serv"), Some("serve"));
+        assert_eq!(closest_subcommand("sever"), Some("serve"));
+        assert_eq!(closest_subcommand("plugin"), Some("plugins"));
+        assert_eq!(closest_subcommand("Demo"), Some("demo"));
+        assert_eq!(closest_subcommand("sand"), Some("sandbox"));
+        assert_eq!(closest_subcommand("key"), Some("keys"));
+    }
+
+    #[test]
+    fn channel_names_are_not_taken_for_typos() {
+        for channel in ["messenger", "line", "echo", "telegram", "whatsapp", "slack"] {
+            assert_eq!(closest_subcommand(channel), None, "{channel}");
+        }
+    }
+
+    #[test]
+    fn the_subcommand_list_matches_the_command_line() {
+        let names: Vec<_> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n != "help")
+            .collect();
+        assert_eq!(names, SUBCOMMANDS);
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("serve", "serve"), 0);
+        assert_eq!(edit_distance("serv", "serve"), 1);
+        assert_eq!(edit_distance("sevre", "serve"), 2);
+        assert_eq!(edit_distance("", "keys"), 4);
     }
 }

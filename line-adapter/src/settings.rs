@@ -41,10 +41,10 @@ fn default_backoff() -> u64 {
 }
 
 impl Settings {
-    /// Parses and validates settings JSON. Errors name the key.
+    /// Parses and validates settings JSON. Errors name the key and what it should
+    /// be, never the value (it may be a secret).
     pub fn from_json(json: &str) -> Result<Self> {
-        let settings: Self =
-            serde_json::from_str(json).map_err(|e| Error::Settings(e.to_string()))?;
+        let settings: Self = adapter_kit::settings::from_json(json).map_err(Error::Settings)?;
         let bad = |key: &str, why: &str| Err(Error::Settings(format!("{key}: {why}")));
         if settings.channel_secret.expose().is_empty() {
             return bad("channel_secret", "must not be empty");

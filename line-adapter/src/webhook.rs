@@ -4,6 +4,7 @@ use adapter_api::{
     abi_stable::std_types::RString, Attachment, AttachmentKind, EventFlags, EventKind,
     InboundEvent, Verdict, WebhookRequest, WebhookResponse,
 };
+use adapter_kit::webhook::{repeated_header_response, single_header};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
@@ -12,12 +13,16 @@ use sha2::Sha256;
 use crate::error::{Error, Result};
 
 /// Accepts a POST whose `X-Line-Signature` is the base64 HMAC-SHA256 of the raw body
-/// under the channel secret (compared in constant time); refuses anything else.
+/// under the channel secret (compared in constant time); refuses anything else, a
+/// signature header sent twice included (400).
 pub fn verify(channel_secret: &str, request: &WebhookRequest<'_>) -> Verdict {
     if request.method.as_str() != "POST" {
         return Verdict::Respond(WebhookResponse::text(405, "LINE webhooks are POSTs"));
     }
-    let Some(header) = request.header("x-line-signature") else {
+    let Ok(header) = single_header(request, "x-line-signature") else {
+        return Verdict::Respond(repeated_header_response("X-Line-Signature"));
+    };
+    let Some(header) = header else {
         return Verdict::Respond(WebhookResponse::text(
             401,
             "missing X-Line-Signature header",

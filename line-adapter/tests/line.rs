@@ -25,12 +25,16 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn verdict(body: &[u8], signature: Option<&str>, method: &str) -> Verdict {
-    let headers: Vec<Header<'_>> = signature
+    verdict_with(body, signature.as_slice(), method)
+}
+
+fn verdict_with(body: &[u8], signatures: &[&str], method: &str) -> Verdict {
+    let headers: Vec<Header<'_>> = signatures
+        .iter()
         .map(|s| Header {
             name: "x-line-signature".into(),
-            value: s.into(),
+            value: (*s).into(),
         })
-        .into_iter()
         .collect();
     verify(
         SECRET,
@@ -68,6 +72,27 @@ fn signatures() {
     );
     assert_eq!(status(verdict(b"{}", Some(&good), "POST")), 403);
     assert_eq!(status(verdict(&body, Some(&good), "GET")), 405);
+}
+
+#[test]
+fn a_signature_header_sent_twice_is_a_400_whatever_the_order() {
+    let body = fixture("message_text");
+    let good = sign(SECRET, &body);
+    let wrong = sign("other", &body);
+    for pair in [[&good, &wrong], [&wrong, &good], [&good, &good]] {
+        let pair = [pair[0].as_str(), pair[1].as_str()];
+        assert_eq!(status(verdict_with(&body, &pair, "POST")), 400, "{pair:?}");
+    }
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_named_but_never_shown() {
+    let settings = r#"{"channel_secret": 987654321, "channel_access_token": "t"}"#;
+    let err = line_adapter::settings::Settings::from_json(settings)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("channel_secret: expected a string"), "{err}");
+    assert!(!err.contains("987654321"), "{err}");
 }
 
 fn events(name: &str) -> Vec<InboundEvent> {

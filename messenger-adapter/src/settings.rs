@@ -113,10 +113,10 @@ where
 }
 
 impl Settings {
-    /// Parses and validates settings JSON. Errors name the key.
+    /// Parses and validates settings JSON. Errors name the key and what it should
+    /// be, never the value (it may be a secret).
     pub fn from_json(json: &str) -> Result<Self> {
-        let settings: Self =
-            serde_json::from_str(json).map_err(|e| Error::Settings(e.to_string()))?;
+        let settings: Self = adapter_kit::settings::from_json(json).map_err(Error::Settings)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -216,6 +216,29 @@ mod tests {
             !debug.contains("s3cret") && !debug.contains("PAGE_TOKEN"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn a_setting_of_the_wrong_type_is_named_but_its_value_never_shown() {
+        let cases = [
+            (
+                r#"{"app_secret":987654321,"verify_token":"t","pages":[]}"#,
+                "app_secret: expected a string",
+            ),
+            (
+                r#"{"app_secret":"s","verify_token":"t","pages":[{"id":"1","access_token":987654321}]}"#,
+                "pages[0].access_token: expected a string",
+            ),
+            (
+                &json(r#","max_attempts":"987654321""#),
+                "max_attempts: expected u32",
+            ),
+        ];
+        for (input, says) in cases {
+            let err = Settings::from_json(input).unwrap_err().to_string();
+            assert!(err.contains(says), "{input} -> {err}");
+            assert!(!err.contains("987654321"), "{err}");
+        }
     }
 
     #[test]

@@ -611,6 +611,32 @@ fn status(verdict: Verdict) -> u16 {
 }
 
 #[test]
+fn a_signature_header_sent_twice_is_a_400_whatever_the_order() {
+    let adapter = adapter_with(",\"allow_sha1_signature\":true");
+    let body = fixture("message_text");
+    let good = sign_sha256(SECRET.as_bytes(), &body);
+    let wrong = sign_sha256(b"other", &body);
+    for name in ["x-hub-signature-256", "X-Hub-Signature-256"] {
+        for pair in [[&good, &wrong], [&wrong, &good], [&good, &good]] {
+            let headers = [
+                (name, pair[0].as_str()),
+                ("x-hub-signature-256", pair[1].as_str()),
+            ];
+            assert_eq!(
+                status(verify(&adapter, &body, &headers)),
+                400,
+                "{headers:?}"
+            );
+        }
+    }
+    let sha1_twice = [
+        ("x-hub-signature", "sha1=00"),
+        ("x-hub-signature", "sha1=01"),
+    ];
+    assert_eq!(status(verify(&adapter, &body, &sha1_twice)), 400);
+}
+
+#[test]
 fn sha1_is_refused_unless_allowed_and_never_when_sha256_is_present() {
     let body = fixture("message_text");
     let sha1 = {

@@ -116,17 +116,26 @@ impl HostBuilder {
         self
     }
 
+    /// The folder every host of this builder runs in (`plugins/`, `host.toml`, the
+    /// queue, the logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Writes the plugins folder and `host.toml` into `dir`; returns the config path.
     pub fn write(&self, dir: &Path) -> PathBuf {
         let plugins = dir.join("plugins");
-        std::fs::create_dir_all(&plugins).unwrap();
+        if !plugins.exists() {
+            std::fs::create_dir_all(&plugins).unwrap();
+            crate::owner_writable(&plugins);
+        }
         for (i, plugin) in self.plugins.iter().enumerate() {
             let name = plugin.file_name().unwrap().to_string_lossy().into_owned();
             let name = if i == 0 { name } else { format!("{i}-{name}") };
             let target = plugins.join(name);
             // Never overwrite a library a previous host of this folder loaded.
             if !target.exists() {
-                std::fs::copy(plugin, target).unwrap();
+                crate::install(plugin, &target);
             }
         }
         let mut pages = String::new();

@@ -101,6 +101,26 @@ pub fn library(name: &str) -> PathBuf {
     ))
 }
 
+/// Copies library `from` to `to` as an administrator installs a plugin: writable by
+/// its owner only, whatever the umask the tests run under (the host refuses a
+/// library its group or others may write).
+pub fn install(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    owner_writable(to);
+}
+
+/// Sets `path` (a file or a folder) to mode 0755 on Unix: writable by its owner only.
+pub fn owner_writable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// The bytes of fixture `name` (without `.json`) from `tests/fixtures/messenger/`.
 pub fn fixture(name: &str) -> Vec<u8> {
     fixture_of("messenger", name)

@@ -1,6 +1,7 @@
 //! The GET handshake and the `X-Hub-Signature-256` check.
 
 use adapter_api::{Verdict, WebhookRequest, WebhookResponse};
+use adapter_kit::webhook::single_header;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
@@ -19,6 +20,9 @@ pub enum Refusal {
     MalformedSignature,
     /// A signature that does not match the body (403).
     WrongSignature,
+    /// A signature header sent more than once (400): which one a proxy in front
+    /// of the host checked cannot be known.
+    RepeatedSignature,
     /// Neither GET nor POST (405).
     MethodNotAllowed,
 }
@@ -31,6 +35,7 @@ impl Refusal {
             Self::MissingSignature => (401, "missing X-Hub-Signature-256 header"),
             Self::MalformedSignature => (401, "malformed X-Hub-Signature-256 header"),
             Self::WrongSignature => (403, "signature does not match the body"),
+            Self::RepeatedSignature => (400, "the signature header is sent more than once"),
             Self::MethodNotAllowed => (405, "only GET and POST are served"),
         };
         WebhookResponse::text(status, text)
@@ -76,11 +81,15 @@ pub fn handshake(settings: &Settings, query: &str) -> Result<Option<String>, Ref
 }
 
 /// Checks `X-Hub-Signature-256` (or, when allowed and the sha256 header is absent,
-/// `X-Hub-Signature`) over the raw body, in constant time.
+/// `X-Hub-Signature`) over the raw body, in constant time. Either header sent twice
+/// is refused, whatever the values.
 pub fn check_signature(settings: &Settings, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
     let secret = settings.app_secret.expose().as_bytes();
     let body = request.body.as_slice();
-    if let Some(header) = request.header("x-hub-signature-256") {
+    let single = |name| single_header(request, name).map_err(|_| Refusal::RepeatedSignature);
+    let sha256 = single("x-hub-signature-256")?;
+    let sha1 = single("x-hub-signature")?;
+    if let Some(header) = sha256 {
         let expected = decode(header, "sha256=", 32)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
         mac.update(body);
@@ -89,7 +98,7 @@ pub fn check_signature(settings: &Settings, request: &WebhookRequest<'_>) -> Res
             .map_err(|_| Refusal::WrongSignature);
     }
     if settings.allow_sha1_signature {
-        if let Some(header) = request.header("x-hub-signature") {
+        if let Some(header) = sha1 {
             let expected = decode(header, "sha1=", 20)?;
             let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key");
             mac.update(body);

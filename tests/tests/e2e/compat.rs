@@ -1,6 +1,6 @@
 //! What the loader accepts and refuses: one line per refused file, the rest load.
 
-use e2e::{library, messenger_plugin, plugins_listing};
+use e2e::{install, library, messenger_plugin, owner_writable, plugins_listing};
 
 #[test]
 fn every_refusal_is_one_line_naming_the_file_and_the_others_load() {
@@ -13,15 +13,15 @@ fn every_refusal_is_one_line_naming_the_file_and_the_others_load() {
         "not_a_plugin",
     ] {
         let file = library(name);
-        std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+        install(&file, &dir.path().join(file.file_name().unwrap()));
     }
     let whole = std::fs::read(messenger_plugin()).unwrap();
-    std::fs::write(
-        dir.path().join("libtruncated.so"),
-        &whole[..whole.len() / 3],
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("libnotes.so"), "just some text\n").unwrap();
+    let truncated = dir.path().join("libtruncated.so");
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
+    let notes = dir.path().join("libnotes.so");
+    std::fs::write(&notes, "just some text\n").unwrap();
+    owner_writable(&truncated);
+    owner_writable(&notes);
 
     let (code, stdout) = plugins_listing(dir.path());
     assert_eq!(code, Some(1), "{stdout}");

@@ -91,12 +91,13 @@ async fn a_broken_library_in_the_plugins_folder_is_reported_and_skipped() {
 #[test]
 fn plugins_command_describes_each_library() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        messenger_plugin(),
-        dir.path().join("libmessenger_adapter.so"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("truncated.so"), b"\x7fELF\x02\x01").unwrap();
+    e2e::install(
+        &messenger_plugin(),
+        &dir.path().join("libmessenger_adapter.so"),
+    );
+    let truncated = dir.path().join("truncated.so");
+    std::fs::write(&truncated, b"\x7fELF\x02\x01").unwrap();
+    e2e::owner_writable(&truncated);
     let (code, stdout) = plugins_listing(dir.path());
     assert_eq!(code, Some(1), "{stdout}");
     let lines: Vec<_> = stdout.lines().collect();
@@ -148,6 +149,76 @@ fn demo_plays_a_conversation_and_exits_0() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
+}
+
+/// Collects the demo's transcript and, on the line giving the webhook URL, asks the
+/// host for `/healthz` there and then.
+#[derive(Default)]
+struct DemoWatcher {
+    pending: Vec<u8>,
+    lines: Vec<String>,
+    /// The status line `/healthz` answered while the transcript was being written.
+    health_while_writing: Option<String>,
+}
+
+impl DemoWatcher {
+    fn line(&mut self, line: String) {
+        if let Some(url) = line.trim().strip_prefix("webhook  http://") {
+            let addr = url.split('/').next().unwrap_or_default();
+            self.health_while_writing = Some(get_status_line(addr, "/healthz"));
+        }
+        self.lines.push(line);
+    }
+}
+
+impl std::io::Write for DemoWatcher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.line(String::from_utf8_lossy(&line).trim_end().to_owned());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The status line of a blocking HTTP/1.0 GET of `path` at `addr`, or the error.
+fn get_status_line(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let answer = (|| {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        std::io::Result::Ok(answer)
+    })();
+    match answer {
+        Ok(answer) => answer.lines().next().unwrap_or_default().to_owned(),
+        Err(err) => format!("no answer: {err}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_writes_each_line_while_the_conversation_is_running() {
+    let mut watcher = DemoWatcher::default();
+    // The writer runs on this thread; the demo's host serves from the runtime's workers.
+    host_example::demo::run(e2e::built(), &mut watcher)
+        .await
+        .unwrap();
+    let health = watcher
+        .health_while_writing
+        .expect("the transcript names the webhook URL");
+    assert!(
+        health.contains(" 200"),
+        "the host did not answer while the transcript was written: {health}"
+    );
+    let last = watcher.lines.last().cloned().unwrap_or_default();
+    assert!(last.contains("Every check passed."), "{:#?}", watcher.lines);
 }
 
 #[test]

@@ -4,13 +4,16 @@
 mod bad_input;
 mod compat;
 mod delivery;
+mod deploy;
 mod durability;
+mod examples;
 mod faults;
 mod handshake;
 mod host;
 mod hosts;
 mod isolation;
 mod line;
+mod logs;
 mod operations;
 mod replies;
 mod signature;

@@ -101,3 +101,44 @@ async fn listing_and_refusing_operations() {
     assert!(String::from_utf8_lossy(&no_channel.stderr).contains("no channel \"telegram\""));
     assert!(graph.calls().is_empty());
 }
+
+#[test]
+fn a_typo_of_a_subcommand_is_a_usage_error_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    // With no config file there, and with one naming other channels.
+    let builder = HostBuilder::new("http://127.0.0.1:9");
+    let config = builder.write(dir.path());
+    for args in [
+        vec!["serv"],
+        vec!["sever", "--config", config.to_str().unwrap()],
+    ] {
+        let output = Command::new(host_bin())
+            .args(&args)
+            .current_dir(dir.path().join("plugins"))
+            .env_clear()
+            .envs(builder.env())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("did you mean 'serve'?"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("Usage: host-example"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_word_that_is_neither_a_subcommand_nor_a_channel_is_a_usage_error_naming_the_channels() {
+    let builder = HostBuilder::new("http://127.0.0.1:9");
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&builder, &["telegram", "send"], dir.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'telegram' is neither a subcommand nor a channel")
+            && stderr.contains("(messenger)"),
+        "{stderr}"
+    );
+}

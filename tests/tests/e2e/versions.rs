@@ -108,7 +108,8 @@ fn build_against(version: &str) -> (PathBuf, PathBuf) {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     ));
-    std::fs::copy(built, &plugin).unwrap();
+    e2e::install(&built, &plugin);
+    e2e::owner_writable(&compat);
     let loader = compat.join(format!("loader-{version}{}", std::env::consts::EXE_SUFFIX));
     std::fs::copy(
         out.join(format!("loader{}", std::env::consts::EXE_SUFFIX)),
@@ -134,7 +135,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// What `host-example plugins` (built against 1.0.0) says of one library.
 fn host_says(plugin: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(plugin, dir.path().join(plugin.file_name().unwrap())).unwrap();
+    e2e::install(plugin, &dir.path().join(plugin.file_name().unwrap()));
     plugins_listing(dir.path()).1.trim().to_owned()
 }
 
