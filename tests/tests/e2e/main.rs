@@ -8,6 +8,7 @@ mod deploy;
 mod durability;
 mod examples;
 mod faults;
+mod guarantees;
 mod handshake;
 mod host;
 mod hosts;
