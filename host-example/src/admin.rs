@@ -97,6 +97,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
         "plugins": plugins,
         "channels": channels,
         "queue_depth": state.dispatcher.depth(),
+        "queue": state.queue.status(),
     }))
 }
 

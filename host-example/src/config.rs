@@ -166,7 +166,7 @@ impl fmt::Debug for ChannelConfig {
 }
 
 /// `[queue]`: where accepted events wait until their replies are sent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// SQLite file keeping accepted events across crashes, relative to the config
@@ -190,6 +190,22 @@ pub struct QueueConfig {
     /// such a reply is logged, counted and not sent again.
     #[serde(default)]
     pub resend_unknown: bool,
+    /// A PostgreSQL database shared by several hosts, `postgres://USER@HOST:PORT/DB`
+    /// (`${VAR}` replaced; may hold a password: never logged), instead of `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// With `url`: partitions of the conversations, the same on every host of the
+    /// group. Default 256.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// With `url`: how long a host's lease on its partitions lasts unless renewed, in
+    /// ms. Default 10,000.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// With `url`: how often a host looks for the pending events of its partitions
+    /// accepted by other hosts, in ms. Default 20.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -200,7 +216,28 @@ impl Default for QueueConfig {
             remember_max: default_remember_max(),
             retry_for_secs: default_retry_for_secs(),
             resend_unknown: false,
+            url: None,
+            partitions: default_partitions(),
+            lease_ms: default_lease_ms(),
+            poll_ms: default_poll_ms(),
         }
+    }
+}
+
+impl std::fmt::Debug for QueueConfig {
+    /// The url may hold a password: shown as set or not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("path", &self.path)
+            .field("remember_secs", &self.remember_secs)
+            .field("remember_max", &self.remember_max)
+            .field("retry_for_secs", &self.retry_for_secs)
+            .field("resend_unknown", &self.resend_unknown)
+            .field("url", &self.url.as_ref().map(|_| "***"))
+            .field("partitions", &self.partitions)
+            .field("lease_ms", &self.lease_ms)
+            .field("poll_ms", &self.poll_ms)
+            .finish()
     }
 }
 
@@ -222,6 +259,15 @@ fn default_remember_max() -> usize {
 }
 fn default_retry_for_secs() -> u64 {
     900
+}
+fn default_partitions() -> u32 {
+    256
+}
+fn default_lease_ms() -> u64 {
+    10_000
+}
+fn default_poll_ms() -> u64 {
+    20
 }
 
 /// `[admin]`: where `/healthz`, `/readyz` and `/metrics` are served.
@@ -309,12 +355,32 @@ impl Config {
             server.plugins_dir = base.join(&server.plugins_dir);
         }
         let mut queue = raw.queue;
+        if let Some(url) = &queue.url {
+            if queue.path != default_queue_path() {
+                return Err(invalid(
+                    "queue.url".to_owned(),
+                    "is exclusive with queue.path: a queue is a file or a database".to_owned(),
+                ));
+            }
+            let expanded = vars::expand(url, &env)
+                .map_err(|reason| invalid("queue.url".to_owned(), reason))?;
+            if !expanded.starts_with("postgres://") && !expanded.starts_with("postgresql://") {
+                return Err(invalid(
+                    "queue.url".to_owned(),
+                    "must start with postgres://".to_owned(),
+                ));
+            }
+            queue.url = Some(expanded);
+        }
         if !queue.in_memory() && queue.path.is_relative() {
             queue.path = base.join(&queue.path);
         }
         let positive = [
             ("queue.remember_secs", queue.remember_secs),
             ("queue.remember_max", queue.remember_max as u64),
+            ("queue.partitions", u64::from(queue.partitions)),
+            ("queue.lease_ms", queue.lease_ms),
+            ("queue.poll_ms", queue.poll_ms),
             ("server.max_body_bytes", server.max_body_bytes as u64),
             ("server.queue_capacity", server.queue_capacity as u64),
             ("server.workers", server.workers as u64),

@@ -197,10 +197,15 @@ impl Dispatcher {
             queues.reserved -= count;
             let fresh = fresh?;
             let mut accepted = Accepted { new: 0, duplicates: 0 };
+            // A shared queue hands each event to the host that owns its conversation.
+            let here = this.inner.store.dispatches_on_accept();
             for (event, fresh) in events.into_iter().zip(fresh) {
                 if fresh {
                     accepted.new += 1;
                     channel.metrics.event(event.kind.name());
+                    if !here {
+                        continue;
+                    }
                     let job = Job {
                         key: EventKey::new(&channel.name, &event),
                         channel: Arc::clone(&channel),
@@ -284,9 +289,13 @@ impl Dispatcher {
     /// Processes a conversation's events until none is waiting or one must wait.
     async fn run_conversation(&self, conversation: Conversation, mut job: Job) {
         loop {
-            if let Some(until) = delivery::deliver(&self.inner, &mut job).await {
-                self.park(conversation, job, until);
-                return;
+            match delivery::deliver(&self.inner, &mut job).await {
+                delivery::Step::Finished => {}
+                delivery::Step::Wait(until) => {
+                    self.park(conversation, job, until);
+                    return;
+                }
+                delivery::Step::Lost => self.inner.store.release(&job.key),
             }
             let mut queues = self.queues();
             queues.pending -= 1;

@@ -13,6 +13,7 @@ pub mod host_services;
 pub mod listen;
 pub mod metrics;
 pub mod os;
+pub mod pg_cluster;
 pub mod sandbox;
 pub mod server;
 pub mod store;
@@ -33,7 +34,7 @@ use crate::{
     listen::{Door, Timeouts},
     metrics::Metrics,
     server::{AppState, BodyBudget},
-    store::{now_ms, MemoryQueue, Queue, SqliteQueue, StoreError},
+    store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue, StoreError},
 };
 
 /// Connections open at once on the `[admin]` listener.
@@ -73,7 +74,7 @@ impl Server {
                 Some((listener, addr))
             }
         };
-        let store = open_queue(&config)?;
+        let store = open_queue(&config).await?;
         let dispatcher = Dispatcher::new(
             dispatch::Settings {
                 workers: config.server.workers,
@@ -86,13 +87,24 @@ impl Server {
             Arc::new(bot::Bot::new(config.bot.clone())),
             Arc::clone(&metrics),
         );
-        resume_pending(&*store, &dispatcher, &channels.by_name).await?;
+        match store.feed() {
+            // A shared queue hands this host its events as it comes to own them.
+            Some(feed) => {
+                tokio::spawn(take_feed(
+                    feed,
+                    dispatcher.clone(),
+                    channels.by_name.clone(),
+                ));
+            }
+            None => resume_pending(&*store, &dispatcher, &channels.by_name).await?,
+        }
 
         let state = Arc::new(AppState {
             channels: channels.by_name,
             plugins: channels.plugins,
             dispatcher,
             queue_capacity: config.server.queue_capacity,
+            queue: Arc::clone(&store),
             max_body_bytes: config.server.max_body_bytes,
             bodies: BodyBudget::new(
                 config.server.max_inflight_body_bytes,
@@ -190,6 +202,9 @@ impl Server {
                 "events left queued for the next start (grace period over, or waiting for a retry)"
             );
         }
+        if let Err(err) = store.close().await {
+            tracing::warn!("{err}");
+        }
         for channel in channels {
             let left = grace.saturating_sub(started.elapsed());
             if let Some(adapter) = channel.adapter() {
@@ -230,8 +245,38 @@ async fn resume_pending(
     Ok(())
 }
 
+/// Queues the events a shared queue hands this host.
+async fn take_feed(
+    mut feed: tokio::sync::mpsc::Receiver<store::Pending>,
+    dispatcher: Dispatcher,
+    channels: std::collections::HashMap<String, Arc<channels::Channel>>,
+) {
+    while let Some(item) = feed.recv().await {
+        match channels.get(&item.key.channel) {
+            Some(channel) => dispatcher.resume(channel, item),
+            None => tracing::warn!(
+                channel = item.key.channel,
+                event_id = %item.event.event_id,
+                "pending event of a channel that is not enabled here; left in the queue"
+            ),
+        }
+    }
+}
+
 /// Opens the queue `[queue]` names.
-fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+async fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+    if let Some(url) = &config.queue.url {
+        let settings = PostgresSettings {
+            url: url.clone(),
+            partitions: config.queue.partitions,
+            lease: Duration::from_millis(config.queue.lease_ms),
+            poll: Duration::from_millis(config.queue.poll_ms),
+        };
+        let queue = PostgresQueue::open(settings)
+            .await
+            .map_err(|err| anyhow::anyhow!("queue.url: {err}"))?;
+        return Ok(Arc::new(queue));
+    }
     if config.queue.in_memory() {
         return Ok(Arc::new(MemoryQueue::new(config.queue.remember_max)));
     }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     /// Events waiting, in all, before webhooks get 503 (for `/readyz`).
     pub queue_capacity: usize,
+    /// The event queue, for `/healthz`.
+    pub queue: Arc<dyn crate::store::Queue>,
     /// Largest body accepted.
     pub max_body_bytes: usize,
     /// Body bytes being read at once, across all requests.

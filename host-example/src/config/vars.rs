@@ -34,7 +34,7 @@ fn substitute(
 }
 
 /// Replaces each `${NAME}` in `text` with the variable's value. `$$` is a literal `$`.
-fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(super) fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {

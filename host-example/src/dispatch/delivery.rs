@@ -21,7 +21,7 @@ use sha2::Digest;
 use tokio::time::Instant;
 
 use super::{Inner, Job};
-use crate::store::{now_ms, EventKey, Outcome, Progress};
+use crate::store::{now_ms, EventKey, Outcome, Progress, StoreError};
 
 /// The first wait before a reply is tried again, doubled at each failure up to
 /// [`BACKOFF_MAX`].
@@ -63,10 +63,19 @@ fn classify(result: &Result<SendReceipt, AdapterError>) -> Sent {
     }
 }
 
-/// Sends what is left of `job`'s replies. Returns `None` when the event is finished,
-/// or the time until which its conversation must wait (`job` then says how far it
-/// got).
-pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
+/// What became of a job for now.
+pub(super) enum Step {
+    /// Every reply dealt with, or the event failed: it is finished.
+    Finished,
+    /// Its conversation must wait until then (`job` says how far it got).
+    Wait(Instant),
+    /// This host no longer owns it (a shared queue's partition was lost): another
+    /// host processes it.
+    Lost,
+}
+
+/// Sends what is left of `job`'s replies.
+pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Step {
     let replies = inner.handler.replies(&job.event);
     let total = u32::try_from(replies.len()).unwrap_or(u32::MAX);
     let channel = &job.channel;
@@ -86,18 +95,22 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
         let index = job.progress.sent;
         let wait_ms = job.progress.retry_at_ms - now_ms();
         if wait_ms > 0 {
-            return Some(Instant::now() + Duration::from_millis(wait_ms.unsigned_abs()));
+            return Step::Wait(Instant::now() + Duration::from_millis(wait_ms.unsigned_abs()));
         }
         let Some(adapter) = channel.adapter() else {
             // Down: back when the breaker tries a fresh adapter (already past while
             // one is being built: look again shortly).
             let soon = Instant::now() + WAIT_FOR_REPLACEMENT;
             let until = channel.retry_at().map(Instant::from_std);
-            return Some(until.map_or(Instant::now() + WAIT_BRIEFLY, |at| at.max(soon)));
+            return Step::Wait(until.map_or(Instant::now() + WAIT_BRIEFLY, |at| at.max(soon)));
         };
-        if let Err(err) = inner.store.start_send(&job.key, index).await {
-            tracing::error!(channel = channel.name, event_id = %job.event.event_id, "{err}; the reply waits");
-            return Some(Instant::now() + WAIT_BRIEFLY);
+        match inner.store.start_send(&job.key, index).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced) => return lost(job),
+            Err(err) => {
+                tracing::error!(channel = channel.name, event_id = %job.event.event_id, "{err}; the reply waits");
+                return Step::Wait(Instant::now() + WAIT_BRIEFLY);
+            }
         }
         let message = with_idempotency_key(replies[index as usize].clone(), &job.key, index);
         let started = std::time::Instant::now();
@@ -107,7 +120,7 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
         if let Err(err) = &result {
             if err.kind == ErrorKind::PANICKED {
                 channel.plugin_failed(&adapter, "send panicked");
-            } else if err.kind == ErrorKind::TIMEOUT {
+            } else if never_called_back(err, started.elapsed(), inner.send_timeout) {
                 channel.metrics.plugin_failures.inc();
             }
         }
@@ -128,13 +141,15 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
             Sent::Refused => {
                 job.progress.started = index;
                 let progress = job.progress;
-                note(inner.store.reschedule(&job.key, progress).await);
-                return Some(Instant::now() + WAIT_FOR_REPLACEMENT);
+                if let Err(StoreError::Fenced) = inner.store.reschedule(&job.key, progress).await {
+                    return lost(job);
+                }
+                return Step::Wait(Instant::now() + WAIT_FOR_REPLACEMENT);
             }
             Sent::Never => {
                 tracing::warn!(channel = channel.name, event_id = %job.event.event_id, reply = index, "reply failed for good: {}", describe(&result));
                 note(inner.store.finish(&job.key, Outcome::Failed));
-                return None;
+                return Step::Finished;
             }
         }
         job.progress = Progress {
@@ -148,7 +163,20 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Option<Instant> {
         }
     }
     note(inner.store.finish(&job.key, Outcome::Done));
-    None
+    Step::Finished
+}
+
+/// Gives the job back to the queue: another host owns it now.
+fn lost(job: &Job) -> Step {
+    tracing::info!(channel = job.channel.name, event_id = %job.event.event_id, "left to the host that owns its conversation now");
+    Step::Lost
+}
+
+/// Whether `err` is the host's own deadline cutting off a plugin that never called
+/// back (a plugin failure), rather than the channel's API timing out inside the
+/// plugin, which reports it as [`ErrorKind::TIMEOUT`] too, before the deadline.
+fn never_called_back(err: &AdapterError, took: Duration, send_timeout: Duration) -> bool {
+    err.kind == ErrorKind::TIMEOUT && took >= send_timeout
 }
 
 /// Reply `job.progress.sent` was not delivered: tries it again after a backoff (at
@@ -158,7 +186,7 @@ async fn reschedule(
     job: &mut Job,
     retry_after: Duration,
     result: &Result<SendReceipt, AdapterError>,
-) -> Option<Instant> {
+) -> Step {
     let channel = &job.channel;
     let attempts = job.progress.attempts.saturating_add(1);
     let wait = backoff(attempts).max(retry_after);
@@ -167,7 +195,7 @@ async fn reschedule(
     if retry_at_ms > deadline {
         tracing::warn!(channel = channel.name, event_id = %job.event.event_id, reply = job.progress.sent, attempts, "reply failed for good: still failing when its retry window closed: {}", describe(result));
         note(inner.store.finish(&job.key, Outcome::Failed));
-        return None;
+        return Step::Finished;
     }
     tracing::info!(channel = channel.name, event_id = %job.event.event_id, reply = job.progress.sent, attempts, wait_ms = millis(wait), "reply not delivered; tried again later: {}", describe(result));
     job.progress = Progress {
@@ -176,8 +204,13 @@ async fn reschedule(
         attempts,
         retry_at_ms,
     };
-    note(inner.store.reschedule(&job.key, job.progress).await);
-    Some(Instant::now() + wait)
+    match inner.store.reschedule(&job.key, job.progress).await {
+        Err(StoreError::Fenced) => lost(job),
+        written => {
+            note(written);
+            Step::Wait(Instant::now() + wait)
+        }
+    }
 }
 
 /// The wait before try `attempts + 1`: exponential, capped, with jitter in its upper
@@ -299,6 +332,19 @@ mod tests {
         assert_eq!(options["idempotency_key"], idempotency_key(&key("a"), 2));
         let plain = with_idempotency_key(OutboundMessage::text("p", "u", "hi"), &key("a"), 0);
         assert!(plain.options_json.contains("idempotency_key"));
+    }
+
+    #[test]
+    fn only_a_send_cut_off_at_the_hosts_deadline_counts_as_a_plugin_failure() {
+        let timeout = AdapterError::new(ErrorKind::TIMEOUT, "x");
+        let limit = Duration::from_secs(60);
+        assert!(never_called_back(&timeout, limit, limit));
+        assert!(
+            !never_called_back(&timeout, Duration::from_secs(10), limit),
+            "the channel's API timed out"
+        );
+        let transient = AdapterError::new(ErrorKind::TRANSIENT, "x");
+        assert!(!never_called_back(&transient, limit, limit));
     }
 
     #[test]

@@ -251,3 +251,47 @@ mod sqlite {
 
     conformance!(open());
 }
+
+/// The shared queue passes the same checks, each on a new database of one cluster.
+mod postgres {
+    use std::{sync::Arc, time::Duration};
+
+    use crate::{
+        pg_cluster::{Durability, PgCluster},
+        store::{conformance as c, PostgresQueue, PostgresSettings, Queue},
+    };
+
+    async fn open(cluster: &PgCluster, name: &str) -> Arc<dyn Queue> {
+        let url = cluster.database(name).unwrap();
+        let settings = PostgresSettings {
+            url,
+            partitions: 16,
+            lease: Duration::from_secs(10),
+            poll: Duration::from_millis(20),
+        };
+        Arc::new(PostgresQueue::open(settings).await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shared_queue_keeps_every_promise_of_a_queue() {
+        let cluster = PgCluster::start(Durability::None).unwrap();
+        macro_rules! check {
+            ($($name:ident),* $(,)?) => {$(
+                c::$name(&*open(&cluster, stringify!($name)).await).await;
+            )*};
+        }
+        check!(
+            an_event_is_new_once_per_channel_and_redeliveries_are_not,
+            pending_events_come_back_in_arrival_order_with_their_content,
+            a_finished_event_leaves_the_pending_ones_and_is_remembered,
+            a_started_send_is_recorded_before_it_is_answered,
+            a_rescheduled_reply_keeps_its_attempts_and_time_and_is_not_under_way,
+            writes_about_an_unknown_event_change_nothing,
+            pruning_forgets_only_events_finished_before_the_cutoff,
+        );
+        c::concurrent_accepts_are_all_answered_and_each_id_is_new_once(
+            open(&cluster, "concurrent").await,
+        )
+        .await;
+    }
+}

@@ -152,6 +152,10 @@ impl Queue for MemoryQueue {
         let found = self.inner().seen.contains_key(key);
         Box::pin(std::future::ready(Ok(found)))
     }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "backend": "memory" })
+    }
 }
 
 #[cfg(test)]

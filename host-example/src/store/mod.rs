@@ -9,6 +9,7 @@
 //! and [`memory`] (nothing survives the process).
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 mod stored;
 
@@ -25,6 +26,7 @@ use std::{
 use adapter_api::InboundEvent;
 
 pub use memory::MemoryQueue;
+pub use postgres::{PostgresQueue, PostgresSettings};
 pub use sqlite::SqliteQueue;
 
 /// What became of an event.
@@ -128,6 +130,25 @@ pub enum StoreError {
     /// The WAL could not start over (another connection reads it).
     #[error("event store: the WAL cannot start over while another connection reads it")]
     WalBusy,
+    /// The database server refused or lost a request.
+    #[error("event store: {0}")]
+    Postgres(Arc<tokio_postgres::Error>),
+    /// No database connection could be had.
+    #[error("event store: no database connection: {0}")]
+    Connect(String),
+    /// The database was set up by other hosts with other settings.
+    #[error("event store: {0}")]
+    Mismatch(String),
+    /// This host no longer holds the lease of the event's partition: another host
+    /// processes it now.
+    #[error("event store: this host no longer owns the event's partition")]
+    Fenced,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(Arc::new(e))
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -192,6 +213,35 @@ pub trait Queue: Send + Sync {
     /// over); 0 for backends without one.
     fn diverted(&self) -> u64 {
         0
+    }
+
+    /// Whether the events [`Queue::accept`] finds new are processed by this host
+    /// at once (one host per queue). A queue shared by several hosts says no: it
+    /// hands each host the events of the conversations it owns through
+    /// [`Queue::feed`], in order, whichever host accepted them.
+    fn dispatches_on_accept(&self) -> bool {
+        true
+    }
+
+    /// The pending events this host is to process, as they become its own (a shared
+    /// queue's partitions taken over, events accepted by other hosts). `None` for a
+    /// queue of one host, whose pending events are read once at start-up. Taken once.
+    fn feed(&self) -> Option<tokio::sync::mpsc::Receiver<Pending>> {
+        None
+    }
+
+    /// The dispatcher gives back an event it was fed and will not finish (its
+    /// writes were [`StoreError::Fenced`]): it may be fed again if this host owns
+    /// its partition again.
+    fn release(&self, _key: &EventKey) {}
+
+    /// What `/healthz` shows of the queue (the group of hosts, for a shared queue).
+    fn status(&self) -> serde_json::Value;
+
+    /// The host is stopping: a shared queue hands its partitions back at once, so
+    /// that the other hosts need not wait for the leases to lapse.
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

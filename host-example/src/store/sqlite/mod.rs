@@ -273,4 +273,8 @@ impl Queue for SqliteQueue {
     fn diverted(&self) -> u64 {
         self.writer.diverted.load(Ordering::Relaxed)
     }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "backend": "sqlite" })
+    }
 }
