@@ -3,15 +3,17 @@
 //! No error quotes a value from the file (a value may be a secret), only names that
 //! passed validation, such as a duplicate channel's.
 
+mod server;
 #[cfg(test)]
 mod tests;
 mod toml_error;
 mod vars;
 
+pub use self::server::{ListenAddr, ServerConfig};
+
 use std::{
     collections::HashSet,
     fmt,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -21,13 +23,14 @@ use serde::Deserialize;
 /// A config error: the file, the key and the reason, on one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    /// The file could not be read. The cause is part of the message, not a
+    /// `source`, so that an error chain prints it once.
+    #[error("{file}: cannot read: {cause}{}", start_hint(cause))]
     Read {
         /// The config file.
         file: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema.
     #[error("{file}: {message}")]
@@ -49,88 +52,13 @@ pub enum ConfigError {
     },
 }
 
-/// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address to listen on; port 0 picks a free port (printed at start-up).
-    pub listen: SocketAddr,
-    /// Folder of plugin libraries, relative to the config file. Default `plugins`.
-    #[serde(default = "default_plugins_dir")]
-    pub plugins_dir: PathBuf,
-    /// Largest webhook body accepted, in bytes. Default 1 MiB.
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Events accepted but not yet processed, in all, before webhooks get 503 (Meta
-    /// retries them). Default 10,000.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
-    /// Conversations processed at the same time; one conversation's events are
-    /// always processed one after another, in order. Default 256.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// How long one send may take, retries included, in milliseconds. Default 60,000.
-    #[serde(default = "default_send_timeout_ms")]
-    pub send_timeout_ms: u64,
-    /// How long shutdown waits for queued events and in-flight sends. Default 10,000 ms.
-    #[serde(default = "default_shutdown_grace_ms")]
-    pub shutdown_grace_ms: u64,
-    /// How long a client may take to send a webhook's body before getting 408, in
-    /// milliseconds (a body trickled in byte by byte holds a connection). Default 10,000.
-    #[serde(default = "default_body_timeout_ms")]
-    pub body_timeout_ms: u64,
-    /// A connection whose request head (request line and headers) is not complete
-    /// this long after it opened, or after its first byte when kept alive, is closed,
-    /// in milliseconds. Default 10,000.
-    #[serde(default = "default_header_timeout_ms")]
-    pub header_timeout_ms: u64,
-    /// A kept-alive connection with no request for this long is closed, in
-    /// milliseconds. Default 75,000.
-    #[serde(default = "default_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
-    /// Connections open at once; more wait in the listen backlog until one closes.
-    /// The open-file limit is raised to fit. Default 4,096.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Body bytes being read at once, across all requests; past it a new body gets
-    /// 503 at once. At least `max_body_bytes`. Default 64 MiB.
-    #[serde(default = "default_max_inflight_body_bytes")]
-    pub max_inflight_body_bytes: usize,
-}
-
-fn default_body_timeout_ms() -> u64 {
-    10_000
-}
-fn default_header_timeout_ms() -> u64 {
-    10_000
-}
-fn default_idle_timeout_ms() -> u64 {
-    75_000
-}
-fn default_max_connections() -> usize {
-    4_096
-}
-fn default_max_inflight_body_bytes() -> usize {
-    64 * 1024 * 1024
-}
-
-fn default_plugins_dir() -> PathBuf {
-    PathBuf::from("plugins")
-}
-fn default_max_body_bytes() -> usize {
-    1024 * 1024
-}
-fn default_queue_capacity() -> usize {
-    10_000
-}
-fn default_workers() -> usize {
-    256
-}
-fn default_send_timeout_ms() -> u64 {
-    60_000
-}
-fn default_shutdown_grace_ms() -> u64 {
-    10_000
+/// What to do when there is no config file yet.
+fn start_hint(cause: &std::io::Error) -> &'static str {
+    if cause.kind() == std::io::ErrorKind::NotFound {
+        " (to start, copy examples/host.toml and edit it, or pass --config FILE)"
+    } else {
+        ""
+    }
 }
 
 /// `[[channels]]`.
@@ -277,7 +205,7 @@ pub struct AdminConfig {
     /// When set, those routes are served on this address only (404 on
     /// `server.listen`); when not, on `server.listen`. Port 0 picks a free port.
     #[serde(default)]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
 }
 
 /// `[bot]`: the example bot.
@@ -292,6 +220,7 @@ pub struct BotConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
     channels: Vec<ChannelConfig>,
@@ -306,6 +235,11 @@ struct RawConfig {
 /// The whole validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The config file, as errors name it.
+    pub file: String,
+    /// What looks wrong but does not stop start-up, one line each, naming keys and
+    /// never values; logged as warnings when the host starts.
+    pub warnings: Vec<String>,
     /// `[server]`, with `plugins_dir` resolved against the config file's folder.
     pub server: ServerConfig,
     /// `[[channels]]`, settings with `${VAR}` replaced.
@@ -322,9 +256,9 @@ impl Config {
     /// Reads, substitutes and validates `path`, taking `${VAR}` from the process
     /// environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             file: path.display().to_string(),
-            source,
+            cause,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, &path.display().to_string(), base, |name| {
@@ -407,10 +341,20 @@ impl Config {
                 "must be at least server.max_body_bytes".to_owned(),
             ));
         }
+        server
+            .listen
+            .check()
+            .map_err(|reason| invalid("server.listen".to_owned(), reason))?;
+        if let Some(admin) = &raw.admin.listen {
+            admin
+                .check()
+                .map_err(|reason| invalid("admin.listen".to_owned(), reason))?;
+        }
         if raw
             .admin
             .listen
-            .is_some_and(|admin| admin == server.listen && admin.port() != 0)
+            .as_ref()
+            .is_some_and(|admin| admin.0 == server.listen.0 && !admin.0.ends_with(":0"))
         {
             return Err(invalid(
                 "admin.listen".to_owned(),
@@ -418,6 +362,7 @@ impl Config {
             ));
         }
 
+        let mut warnings = Vec::new();
         let mut names = HashSet::new();
         let mut channels = raw.channels;
         for (i, channel) in channels.iter_mut().enumerate() {
@@ -443,11 +388,25 @@ impl Config {
                 return Err(invalid(key("plugin"), "must not be empty".to_owned()));
             }
             if channel.enabled {
-                vars::substitute_table(&mut channel.settings, &key("settings"), &env)
+                let mut bare = Vec::new();
+                vars::substitute_table(&mut channel.settings, &key("settings"), &env, &mut bare)
                     .map_err(|(key, reason)| invalid(key, reason))?;
+                warnings.extend(bare.into_iter().map(|key| {
+                    format!(
+                        "{file}: {key}: a $ followed by a name is taken literally; \
+                         write ${{NAME}} to read an environment variable, $$ for a $"
+                    )
+                }));
             }
         }
+        if !channels.iter().any(|c| c.enabled) {
+            warnings.push(format!(
+                "{file}: channels: no enabled channel; every webhook will get 404"
+            ));
+        }
         Ok(Self {
+            file: file.to_owned(),
+            warnings,
             server,
             channels,
             queue,

@@ -57,16 +57,24 @@ impl Server {
     /// events a previous run left pending. A second host started by mistake stops at
     /// the port or the lock, before it has resumed or sent anything.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let metrics = Arc::new(Metrics::default());
         let channels = channels::start(&config, &metrics)?;
-        let listen = config.server.listen;
+        let listen = config
+            .server
+            .listen
+            .resolve(&config.file, "server.listen")
+            .await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let admin = match config.admin.listen {
+        let admin = match &config.admin.listen {
             None => None,
             Some(listen) => {
+                let listen = listen.resolve(&config.file, "admin.listen").await?;
                 let listener = TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("admin.listen: cannot listen on {listen}"))?;

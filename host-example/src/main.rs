@@ -125,7 +125,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { dir } => {
-            let set = adapter_api::load_plugins(&dir)?;
+            // Formatted into a fresh error: `LoadError` tells its cause in its message
+            // and as its source, and the chain would print it twice.
+            let set = adapter_api::load_plugins(&dir).map_err(|err| anyhow::anyhow!("{err}"))?;
             for plugin in &set.plugins {
                 println!(
                     "ok   {}: id={} name={:?} version={} api={}",

@@ -133,7 +133,10 @@ fn the_front_door_has_safe_defaults_and_an_optional_admin_listener() {
     assert_eq!(config.server.max_inflight_body_bytes, 64 * 1024 * 1024);
     assert_eq!(config.admin.listen, None);
     let admin = parse(&format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:9091\"\n")).unwrap();
-    assert_eq!(admin.admin.listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(
+        admin.admin.listen.as_ref().map(ListenAddr::as_str),
+        Some("127.0.0.1:9091")
+    );
 }
 
 #[test]
@@ -177,7 +180,7 @@ fn no_error_shows_a_value_from_the_file() {
         ),
         (
             GOOD.replace("listen = \"127.0.0.1:8080\"", "listen = 987654321"),
-            "server.listen: expected socket address",
+            "server.listen: expected an address as a string",
         ),
         (settings("app_secret = \"hunter2"), "line 10"),
         (settings("app_secret = hunter2"), "line 10"),
@@ -200,4 +203,144 @@ fn no_error_shows_a_value_from_the_file() {
         );
         assert!(!err.contains('\n'), "{err}");
     }
+}
+
+#[test]
+fn a_missing_file_is_one_line_with_the_cause_once_and_how_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Config::load(&dir.path().join("host.toml")).unwrap_err();
+    // As main prints it: the whole chain.
+    let printed = format!("{:#}", anyhow::Error::new(err));
+    assert!(printed.contains("host.toml: cannot read: "), "{printed}");
+    assert_eq!(printed.matches("os error").count(), 1, "{printed}");
+    assert!(printed.contains("copy examples/host.toml"), "{printed}");
+    assert!(!printed.contains('\n'), "{printed}");
+}
+
+#[test]
+fn an_empty_file_is_a_config_with_every_default_and_no_channel() {
+    let config = parse("").unwrap();
+    assert_eq!(config.server.listen.as_str(), "127.0.0.1:8080");
+    assert_eq!(config.server.plugins_dir, Path::new("/etc/dmflow/plugins"));
+    assert_eq!(config.server.workers, 256);
+    assert_eq!(config.channels.len(), 0);
+}
+
+#[test]
+fn a_config_with_no_enabled_channel_warns_and_one_with_a_channel_does_not() {
+    assert!(parse(GOOD).unwrap().warnings.is_empty());
+    let disabled = GOOD.replace(
+        "plugin = \"messenger\"",
+        "plugin = \"messenger\"\nenabled = false",
+    );
+    for text in ["", disabled.as_str()] {
+        let warnings = parse(text).unwrap().warnings;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("host.toml: channels: no enabled channel"),
+            "{warnings:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dollar_name_without_braces_is_kept_literally_with_a_warning_naming_the_key() {
+    let text = GOOD
+        .replace("${SECRET}", "$FB_APP_SECRET")
+        .replace("${TOKEN}", "x$_TOKEN");
+    let config = parse(&text).unwrap();
+    let settings: serde_json::Value =
+        serde_json::from_str(&config.channels[0].settings_json()).unwrap();
+    assert_eq!(settings["app_secret"], "$FB_APP_SECRET");
+    assert_eq!(
+        config.warnings.len(),
+        2,
+        "one per key: {:?}",
+        config.warnings
+    );
+    assert!(
+        config.warnings[0].starts_with("host.toml: channels[0].settings.app_secret: "),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        config.warnings[1].starts_with("host.toml: channels[0].settings.pages[0].access_token: "),
+        "{:?}",
+        config.warnings
+    );
+    for warning in &config.warnings {
+        assert!(
+            !warning.contains("FB_APP_SECRET") && !warning.contains("_TOKEN"),
+            "{warning}"
+        );
+    }
+}
+
+#[test]
+fn a_literal_dollar_and_braced_references_give_no_warning() {
+    let text = GOOD.replace("${TOKEN}", "$$TOKEN costs $5");
+    let config = parse(&text).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn listen_takes_a_host_name_and_a_port() {
+    let listen = |addr: &str| {
+        GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"{addr}\""),
+        )
+    };
+    for good in ["localhost:8080", "[::1]:0", "host-1.example.com:443"] {
+        let config = parse(&listen(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(config.server.listen.as_str(), good);
+    }
+    for bad in [
+        "localhost",
+        "localhost:http",
+        ":8080",
+        "local host:80",
+        "x:65536",
+    ] {
+        let err = parse(&listen(bad)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("host.toml: server.listen: must be IP:PORT or HOST:PORT"),
+            "{bad}: {err}"
+        );
+    }
+    let admin = parse(&format!("{GOOD}\n[admin]\nlisten = \"localhost:9091\"\n")).unwrap();
+    assert_eq!(
+        admin.admin.listen.as_ref().map(ListenAddr::as_str),
+        Some("localhost:9091")
+    );
+}
+
+#[tokio::test]
+async fn listen_resolves_a_host_name_to_its_first_address() {
+    let localhost = ListenAddr("localhost:8080".to_owned());
+    let addr = localhost
+        .resolve("host.toml", "server.listen")
+        .await
+        .unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(addr.port(), 8080);
+    let ip = ListenAddr("127.0.0.1:0".to_owned());
+    let addr = ip.resolve("host.toml", "server.listen").await.unwrap();
+    assert_eq!(addr, "127.0.0.1:0".parse().unwrap());
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_an_error_naming_the_key() {
+    // `.invalid` never resolves (RFC 6761).
+    let nowhere = ListenAddr("nowhere.invalid:8080".to_owned());
+    let err = nowhere
+        .resolve("host.toml", "admin.listen")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("host.toml: admin.listen: the host name does not resolve"),
+        "{err}"
+    );
+    assert!(!err.contains("nowhere"), "{err}");
 }
