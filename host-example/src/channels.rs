@@ -64,15 +64,16 @@ pub struct Outage {
 }
 
 impl Channel {
-    /// Creates the channel and its adapter; if the plugin refuses or panics, the
-    /// channel starts down and the adapter is tried again later.
+    /// Creates the channel with its first adapter (`built`: the constructor's
+    /// outcome); if that failed, the channel starts down and the adapter is tried
+    /// again later.
     fn open(
         name: &str,
         library: &LoadedPlugin,
         settings_json: String,
         metrics: ChannelMetrics,
+        built: Result<Adapter, AdapterError>,
     ) -> Arc<Self> {
-        let built = new_adapter(library, name, &settings_json);
         let channel = Arc::new_cyclic(|this| Self {
             name: name.to_owned(),
             plugin: library.info.clone(),
@@ -263,13 +264,14 @@ pub struct Channels {
 /// Loads the plugins folder and creates the enabled channels' adapters.
 ///
 /// A library that cannot be loaded is logged (one line naming it) and skipped. A
-/// channel naming a plugin that is not there is a config error: the host does not
-/// start. A channel whose adapter cannot be created (the plugin refuses its settings,
-/// or panics) starts down, with an error log line, and is retried with the breaker's
-/// delays; the other channels go on.
+/// channel naming a plugin that is not there, or whose plugin refuses its settings
+/// ([`ErrorKind::INVALID_SETTINGS`]), is a config error: the host does not start. A
+/// channel whose adapter cannot be created otherwise (the plugin panics, or fails in
+/// another way) starts down, with an error log line, and is retried with the
+/// breaker's delays; the other channels go on.
 pub fn start(config: &Config, metrics: &Metrics) -> anyhow::Result<Channels> {
     let dir = &config.server.plugins_dir;
-    let set = load_plugins(dir)?;
+    let set = load_folder(config)?;
     report(&set, dir);
 
     let mut by_name = HashMap::new();
@@ -286,16 +288,31 @@ pub fn start(config: &Config, metrics: &Metrics) -> anyhow::Result<Channels> {
                 found.join(", ")
             };
             bail!(
-                "channels[{i}].plugin: no plugin {:?} in {} (found: {found})",
+                "{}: channels[{i}].plugin: no plugin {:?} in {} (found: {found})",
+                config.file,
                 channel.plugin,
                 dir.display()
             );
         };
+        let settings_json = channel.settings_json();
+        let built = new_adapter(library, &channel.name, &settings_json);
+        if let Err(err) = &built {
+            if err.kind == ErrorKind::INVALID_SETTINGS {
+                // The plugin's message names the key, never the value.
+                bail!(
+                    "{}: channels[{i}] ({}): {}",
+                    config.file,
+                    channel.name,
+                    err.message
+                );
+            }
+        }
         let opened = Channel::open(
             &channel.name,
             library,
-            channel.settings_json(),
+            settings_json,
             metrics.channel(&channel.name),
+            built,
         );
         match opened.failure() {
             None => tracing::info!(
@@ -337,21 +354,34 @@ pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
         bail!("channels[{i}] ({name}) is disabled in the config");
     }
     let dir = &config.server.plugins_dir;
-    let set = load_plugins(dir)?;
+    let set = load_folder(config)?;
     let Some(library) = set.get(&channel.plugin) else {
         bail!(
-            "channels[{i}].plugin: no plugin {:?} in {}",
+            "{}: channels[{i}].plugin: no plugin {:?} in {}",
+            config.file,
             channel.plugin,
             dir.display()
         );
     };
     match new_adapter(library, name, &channel.settings_json()) {
         Ok(adapter) => Ok(Arc::new(adapter)),
+        Err(err) if err.kind == ErrorKind::INVALID_SETTINGS => {
+            bail!("{}: channels[{i}] ({name}): {}", config.file, err.message)
+        }
         Err(err) => bail!(
             "channels[{i}] ({name}): the {} plugin could not create the adapter: {err}",
             library.info.id
         ),
     }
+}
+
+/// Loads `server.plugins_dir`; an unreadable folder is a config error naming the
+/// key, its cause told once.
+fn load_folder(config: &Config) -> anyhow::Result<PluginSet> {
+    // `LoadError` carries its cause both in its message and as its source: formatted
+    // here into a fresh error, so that the error chain prints it once.
+    load_plugins(&config.server.plugins_dir)
+        .map_err(|err| anyhow::anyhow!("{}: server.plugins_dir: {err}", config.file))
 }
 
 fn report(set: &PluginSet, dir: &Path) {

@@ -27,6 +27,7 @@ pub struct HostBuilder {
     dir: Arc<TempDir>,
     graph_url: String,
     plugins: Vec<PathBuf>,
+    listen: String,
     extra_server: String,
     extra_channels: String,
     messenger_enabled: bool,
@@ -42,6 +43,7 @@ impl HostBuilder {
             dir: Arc::new(tempfile::tempdir().unwrap()),
             graph_url: graph_url.to_owned(),
             plugins: vec![messenger_plugin()],
+            listen: "127.0.0.1:0".to_owned(),
             extra_server: String::new(),
             extra_channels: String::new(),
             messenger_enabled: true,
@@ -62,6 +64,13 @@ impl HostBuilder {
             graph_url: graph_url.to_owned(),
             ..self.clone()
         }
+    }
+
+    /// Sets `[server] listen` (default `127.0.0.1:0`).
+    #[must_use]
+    pub fn listen(mut self, addr: &str) -> Self {
+        addr.clone_into(&mut self.listen);
+        self
     }
 
     /// Adds lines to `[server]`.
@@ -148,7 +157,7 @@ impl HostBuilder {
         }
         let config = format!(
             r#"[server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 plugins_dir = "plugins"
 {extra_server}
 [[channels]]
@@ -164,6 +173,7 @@ graph_api_version = "v25.0"
 {settings}pages = [{pages}]
 {extra_channels}
 "#,
+            listen = self.listen,
             extra_server = self.extra_server,
             enabled = self.messenger_enabled,
             graph = self.graph_url,

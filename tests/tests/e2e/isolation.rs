@@ -102,11 +102,16 @@ async fn a_channel_whose_adapter_cannot_be_created_is_down_and_tried_again() {
     let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url)
         .plugin_file(library("faulty_plugin"))
-        .channels(&faulty_channel("refuses", "new = \"fail\""))
+        .channels(&faulty_channel("refuses", "new = \"error\""))
         .channels(&faulty_channel("explodes", "new = \"panic\""))
         .start();
     let log = host.log();
-    assert!(log.contains("the faulty plugin could not create the adapter: invalid_settings: faulty: told to fail"), "{log}");
+    assert!(
+        log.contains(
+            "the faulty plugin could not create the adapter: transient: faulty: told to fail"
+        ),
+        "{log}"
+    );
     assert!(
         log.contains("channel down until its adapter can be created: channels[2]")
             && log.contains("panicked"),
@@ -121,7 +126,7 @@ async fn a_channel_whose_adapter_cannot_be_created_is_down_and_tried_again() {
     assert_eq!(refuses["status"], "down");
     assert_eq!(
         refuses["reason"],
-        "the faulty plugin could not create the adapter (invalid_settings)"
+        "the faulty plugin could not create the adapter (transient)"
     );
     assert!(refuses["retry_in_ms"].is_u64(), "{health}");
     let explodes = channel_status(&health, "explodes");

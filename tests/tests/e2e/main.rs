@@ -21,6 +21,7 @@ mod logs;
 mod operations;
 mod replies;
 mod signature;
+mod start_up;
 mod versions;
 
 use std::time::Duration;

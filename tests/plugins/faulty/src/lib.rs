@@ -1,11 +1,12 @@
 //! A plugin that misbehaves on request, for the host's fault-isolation tests.
 //!
-//! Settings: `{"new": "ok"|"fail"|"panic", "verify": "ok"|"panic", "parse": "ok"|"panic",
-//! "send": "ok"|"panic"|"hang"}`. Each of the four also takes `"panic-first:N"`: the
+//! Settings: `{"new": "ok"|"fail"|"error"|"panic", "verify": "ok"|"panic", "parse":
+//! "ok"|"panic", "send": "ok"|"panic"|"hang"}`. Each of the four also takes `"panic-first:N"`: the
 //! first N calls of that entry point panic, counted across every adapter (and
 //! channel) of the library, and later calls work. A webhook body is
 //! `{"user": "...", "text": "..."}` and becomes one message event (so the example
-//! bot answers it).
+//! bot answers it). `"new": "fail"` refuses the settings (`invalid_settings`);
+//! `"new": "error"` fails in another way (`transient`).
 #![allow(unsafe_code)] // the export macro expands to unsafe code
 #![allow(clippy::manual_async_fn)] // the trait's futures are 'static
 
@@ -70,6 +71,10 @@ extern "C" fn new_adapter(
             "fail" => Err(AdapterError::new(
                 ErrorKind::INVALID_SETTINGS,
                 "faulty: told to fail",
+            )),
+            "error" => Err(AdapterError::new(
+                ErrorKind::TRANSIENT,
+                "faulty: told to fail in another way",
             )),
             _ => Ok(Faulty {
                 verify: mode("verify"),
