@@ -34,7 +34,7 @@ use crate::{
     listen::{Door, Timeouts},
     metrics::Metrics,
     server::{AppState, BodyBudget},
-    store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue, StoreError},
+    store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue},
 };
 
 /// Connections open at once on the `[admin]` listener.
@@ -69,7 +69,7 @@ impl Server {
             .await?;
         let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+            .with_context(|| format!("{}: server.listen: cannot listen", config.file))?;
         let addr = listener.local_addr()?;
         let admin = match &config.admin.listen {
             None => None,
@@ -77,7 +77,7 @@ impl Server {
                 let listen = listen.resolve(&config.file, "admin.listen").await?;
                 let listener = TcpListener::bind(listen)
                     .await
-                    .with_context(|| format!("admin.listen: cannot listen on {listen}"))?;
+                    .with_context(|| format!("{}: admin.listen: cannot listen", config.file))?;
                 let addr = listener.local_addr()?;
                 Some((listener, addr))
             }
@@ -282,22 +282,18 @@ async fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
         };
         let queue = PostgresQueue::open(settings)
             .await
-            .map_err(|err| anyhow::anyhow!("queue.url: {err}"))?;
+            .map_err(|err| anyhow::anyhow!("{}: queue.url: {err}", config.file))?;
         return Ok(Arc::new(queue));
     }
     if config.queue.in_memory() {
         return Ok(Arc::new(MemoryQueue::new(config.queue.remember_max)));
     }
-    let path = &config.queue.path;
-    match SqliteQueue::open(path) {
-        Ok(queue) => Ok(Arc::new(queue)),
-        // Already names the file and says what to do.
-        Err(err @ StoreError::Locked { .. }) => Err(anyhow::anyhow!("queue.path: {err}")),
-        Err(err) => {
-            Err(anyhow::Error::new(err)
-                .context(format!("queue.path: cannot open {}", path.display())))
-        }
-    }
+    // Formatted into a fresh error: a `StoreError` may tell its cause in its message
+    // and as its source, and the chain would print it twice. It names the queue's
+    // file where that helps (a lock held by another host says what to do).
+    SqliteQueue::open(&config.queue.path)
+        .map(|queue| Arc::new(queue) as Arc<dyn Queue>)
+        .map_err(|err| anyhow::anyhow!("{}: queue.path: {err}", config.file))
 }
 
 /// Forgets processed event ids older than `remember` once a minute.
