@@ -58,30 +58,40 @@ impl PgCluster {
                 "UTF8",
             ],
         )?;
-        let port = free_port()?;
         let fsync = match durability {
             Durability::Full => "on",
             Durability::None => "off",
         };
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200",
-            path(&data)
-        );
         let log = data.join("server.log");
-        run(
-            &bin,
-            "pg_ctl",
-            &[
-                "-D",
-                path(&data),
-                "-l",
-                path(&log),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        )?;
+        // A port found free may be taken before the server binds it (another test
+        // starting a cluster): a few tries, each on a new one.
+        let mut tries = 0;
+        let port = loop {
+            let port = free_port()?;
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200",
+                path(&data)
+            );
+            let started = run(
+                &bin,
+                "pg_ctl",
+                &[
+                    "-D",
+                    path(&data),
+                    "-l",
+                    path(&log),
+                    "-o",
+                    &options,
+                    "-w",
+                    "start",
+                ],
+            );
+            match started {
+                Ok(()) => break port,
+                Err(_) if tries < 3 => tries += 1,
+                Err(err) => return Err(err),
+            }
+        };
         Ok(Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
