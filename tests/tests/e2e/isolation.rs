@@ -139,6 +139,11 @@ async fn a_channel_whose_adapter_cannot_be_created_is_down_and_tried_again() {
         "the plugin's own words stay in the log: {health}"
     );
     assert_eq!(channel_status(&health, "messenger")["status"], "up");
+    let ready = reqwest::get(format!("{}/readyz", host.url)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains("channel refuses is down"), "{why}");
+    assert!(!why.contains("told to"), "{why}");
 
     eventually(&host, "the refused adapter is tried again", || async {
         host.metric("dmflow_plugin_failures_total{channel=\"refuses\"}")
