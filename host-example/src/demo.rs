@@ -7,14 +7,11 @@ use std::{io::Write, path::Path, time::Duration};
 
 use anyhow::{bail, Context};
 use hmac::{Hmac, Mac};
+use sandbox::{GraphCall, SandboxGraph};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::{
-    config::Config,
-    sandbox::{GraphCall, SandboxGraph},
-    Server,
-};
+use crate::{config::Config, Server};
 
 const PAGE: &str = "100000000000001";
 const USER: &str = "7000000000000001";

@@ -14,7 +14,6 @@ pub mod listen;
 pub mod metrics;
 pub mod os;
 pub mod pg_cluster;
-pub mod sandbox;
 pub mod server;
 pub mod store;
 

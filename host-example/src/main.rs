@@ -314,7 +314,7 @@ fn unknown_subcommand(word: &str, typo_of: Option<&str>, channels: Option<&str>)
 
 /// Runs the sandbox Graph API until Ctrl-C, printing each call as one JSON line.
 async fn sandbox(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let sandbox = host_example::sandbox::SandboxGraph::start_on(listen)
+    let sandbox = sandbox::SandboxGraph::start_on(listen)
         .await
         .with_context(|| format!("--listen: cannot listen on {listen}"))?;
     println!(

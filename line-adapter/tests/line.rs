@@ -8,11 +8,11 @@ use adapter_api::{
     Adapter, AdapterError, AttachmentKind, Button, ButtonKind, ErrorKind, EventFlags, EventKind,
     Header, InboundEvent, OutboundMessage, QuickReply, SendReceipt, Verdict, WebhookRequest,
 };
-use host_example::sandbox::{SandboxGraph, Scripted};
 use line_adapter::{
     send::retry_key,
     webhook::{parse, sign, verify},
 };
+use sandbox::{SandboxGraph, Scripted};
 use serde_json::{json, Value};
 
 const SECRET: &str = "line-channel-secret";

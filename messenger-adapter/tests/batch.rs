@@ -8,13 +8,13 @@
 use std::{sync::Arc, time::Duration};
 
 use adapter_api::{Adapter, OutboundMessage};
-use host_example::sandbox::{GraphCall, SandboxGraph, Scripted};
 use messenger_adapter::{
     error::{Error, ErrorClass},
     send::graph::Graph,
     settings::Settings,
     Log,
 };
+use sandbox::{GraphCall, SandboxGraph, Scripted};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 

@@ -8,8 +8,8 @@ use adapter_api::{
     Media, MediaKind, MessagingType, OutboundMessage, QuickReply, QuickReplyKind, SendReceipt,
     SenderAction,
 };
-use host_example::sandbox::{SandboxGraph, Scripted};
 use messenger_adapter::{adapter, Log};
+use sandbox::{SandboxGraph, Scripted};
 use serde_json::{json, Value};
 
 const PAGE: &str = "111";

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub use crate::host::{Host, HostBuilder};
-pub use host_example::sandbox::{GraphCall, SandboxGraph as FakeGraph, Scripted};
+pub use sandbox::{GraphCall, SandboxGraph as FakeGraph, Scripted};
 
 /// Starts a fake Graph API (the host's sandbox) on 127.0.0.1.
 pub async fn fake_graph() -> FakeGraph {
