@@ -11,7 +11,7 @@ use adapter_api::{
 };
 use bench::{sign, webhook, CountingGraph, APP_SECRET, PAGES};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use messenger_adapter::{adapter::MessengerAdapter, Log};
+use messenger_adapter::{channel::MessengerChannel, Log};
 
 fn settings(graph: &str) -> String {
     let pages: Vec<_> = PAGES
@@ -60,8 +60,8 @@ fn loaded(graph: &str) -> Adapter {
 }
 
 /// The same code linked into this binary.
-fn linked() -> MessengerAdapter {
-    MessengerAdapter::from_json(&settings("http://127.0.0.1:9"), Log::default()).unwrap()
+fn linked() -> MessengerChannel {
+    MessengerChannel::from_json(&settings("http://127.0.0.1:9"), Log::default()).unwrap()
 }
 
 /// The bodies compared, by name.

@@ -7,9 +7,9 @@
 //! - [`webhook::parse`]: every entry and every `messaging`/`standby` item as events
 //! - [`send`]: Send API bodies and the Graph client with retries and pacing
 //! - [`ops`]: channel operations (uploads, profile, handover, personas)
-//! - [`adapter`]: the channel `adapter-kit` exports through the ABI
+//! - [`channel`]: the channel `adapter-kit` exports through the ABI
 
-pub mod adapter;
+pub mod channel;
 pub mod error;
 pub mod ops;
 pub mod send;
@@ -27,5 +27,5 @@ adapter_kit::export_plugin! {
     id: PLUGIN_ID,
     name: "Facebook Messenger",
     log_target: "messenger_adapter",
-    new: |json: &str, log| adapter::MessengerAdapter::from_json(json, log).map_err(AdapterError::from),
+    new: |json: &str, log| channel::MessengerChannel::from_json(json, log).map_err(AdapterError::from),
 }

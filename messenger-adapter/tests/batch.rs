@@ -237,7 +237,7 @@ async fn sends_through_the_plugin_share_requests() {
     let graph = SandboxGraph::start().await.unwrap();
     let settings = settings_json(&graph.url, "");
     let adapter = Arc::new(Adapter::new(
-        messenger_adapter::adapter::adapter(&settings, Log::default()).unwrap(),
+        messenger_adapter::channel::adapter(&settings, Log::default()).unwrap(),
     ));
     let mut sends = JoinSet::new();
     for user in 0..200 {

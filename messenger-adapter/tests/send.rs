@@ -8,7 +8,7 @@ use adapter_api::{
     Media, MediaKind, MessagingType, OutboundMessage, QuickReply, QuickReplyKind, SendReceipt,
     SenderAction,
 };
-use messenger_adapter::{adapter, Log};
+use messenger_adapter::{channel, Log};
 use sandbox::{SandboxGraph, Scripted};
 use serde_json::{json, Value};
 
@@ -22,7 +22,7 @@ fn adapter(graph: &str, extra: &str) -> Adapter {
             "pages":[{{"id":"{PAGE}","access_token":"{TOKEN}"}}],
             "backoff_base_ms":5,"backoff_max_ms":50{extra}}}"#
     );
-    Adapter::new(adapter::adapter(&settings, Log::default()).unwrap())
+    Adapter::new(channel::adapter(&settings, Log::default()).unwrap())
 }
 
 async fn setup(extra: &str) -> (SandboxGraph, Adapter) {

@@ -5,17 +5,17 @@ use adapter_api::{
     abi_stable::std_types::{ROption, RSlice},
     AttachmentKind, EventFlags, EventKind, Header, InboundEvent, Verdict, WebhookRequest,
 };
-use messenger_adapter::{adapter::MessengerAdapter, webhook::verify::sign_sha256, Log};
+use messenger_adapter::{channel::MessengerChannel, webhook::verify::sign_sha256, Log};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 const SECRET: &str = "fixture-secret";
 
-fn adapter_with(extra: &str) -> MessengerAdapter {
+fn adapter_with(extra: &str) -> MessengerChannel {
     let settings = format!(
         r#"{{"app_secret":"{SECRET}","verify_token":"tok","pages":[{{"id":"1","access_token":"t"}}]{extra}}}"#
     );
-    MessengerAdapter::from_json(&settings, Log::default()).unwrap()
+    MessengerChannel::from_json(&settings, Log::default()).unwrap()
 }
 
 fn fixtures_dir() -> std::path::PathBuf {
@@ -26,7 +26,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixtures_dir().join(format!("{name}.json"))).unwrap()
 }
 
-fn verify(adapter: &MessengerAdapter, body: &[u8], headers: &[(&str, &str)]) -> Verdict {
+fn verify(adapter: &MessengerChannel, body: &[u8], headers: &[(&str, &str)]) -> Verdict {
     let headers: Vec<Header<'_>> = headers
         .iter()
         .map(|(n, v)| Header {
@@ -44,7 +44,7 @@ fn verify(adapter: &MessengerAdapter, body: &[u8], headers: &[(&str, &str)]) -> 
     adapter.verify_request(&request)
 }
 
-fn parse(adapter: &MessengerAdapter, body: &[u8]) -> Result<Vec<InboundEvent>, String> {
+fn parse(adapter: &MessengerChannel, body: &[u8]) -> Result<Vec<InboundEvent>, String> {
     let request = WebhookRequest {
         method: "POST".into(),
         path: "/webhooks/messenger".into(),
@@ -570,7 +570,7 @@ fn signature_vectors() {
     let sha1_ok = adapter_with(",\"allow_sha1_signature\":true");
     for v in vectors["vectors"].as_array().unwrap() {
         let secret = v["app_secret"].as_str().unwrap();
-        let adapter = MessengerAdapter::from_json(
+        let adapter = MessengerChannel::from_json(
             &format!(r#"{{"app_secret":"{secret}","verify_token":"t","pages":[{{"id":"1","access_token":"a"}}],"allow_sha1_signature":true}}"#),
             Log::default(),
         )

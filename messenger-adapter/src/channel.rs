@@ -1,4 +1,4 @@
-//! [`MessengerAdapter`]: the Messenger [`Channel`]; `adapter-kit` turns it into the
+//! [`MessengerChannel`]: the Messenger [`Channel`]; `adapter-kit` turns it into the
 //! plugin's FFI-safe adapter.
 
 use std::{future::Future, sync::Arc};
@@ -20,13 +20,13 @@ use crate::{
 
 /// One configured Messenger channel: its settings and one Graph client (one
 /// connection pool) shared by every send.
-pub struct MessengerAdapter {
+pub struct MessengerChannel {
     settings: Arc<Settings>,
     graph: Arc<Graph>,
     log: Log,
 }
 
-impl MessengerAdapter {
+impl MessengerChannel {
     /// Builds a channel from settings JSON.
     pub fn from_json(settings_json: &str, log: Log) -> Result<Self> {
         let settings = Settings::from_json(settings_json)?;
@@ -62,11 +62,11 @@ pub fn adapter(
     settings_json: &str,
     log: Log,
 ) -> std::result::Result<ChannelAdapterBox, AdapterError> {
-    let channel = MessengerAdapter::from_json(settings_json, log.clone())?;
+    let channel = MessengerChannel::from_json(settings_json, log.clone())?;
     adapter_kit::export(channel, "messenger-adapter", 2, log)
 }
 
-impl Channel for MessengerAdapter {
+impl Channel for MessengerChannel {
     fn verify(&self, request: &WebhookRequest<'_>) -> Verdict {
         self.verify_request(request)
     }
