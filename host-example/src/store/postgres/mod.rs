@@ -105,6 +105,8 @@ impl Shared {
 /// The PostgreSQL queue. Its tasks stop when it is dropped.
 pub struct PostgresQueue {
     pool: Pool,
+    /// For the writes nobody waits for (`synchronous_commit = off`).
+    lazy_pool: Pool,
     shared: Arc<Shared>,
     accepts: mpsc::Sender<accept::Request>,
     feed: Mutex<Option<mpsc::Receiver<Pending>>>,
@@ -130,17 +132,16 @@ impl PostgresQueue {
             .url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Connect(format!("queue.url: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(16)
-            .build()
-            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        // Three pools, so that no kind of work waits behind another's connections:
+        // accepts (the 200 waits for them), the writes an answer waits for (send
+        // started, reschedule, reads, leases), and the writes nobody waits for
+        // (progress, finish), whose commits need not wait for the disk: losing one
+        // to a database crash only makes a reply look under way (unknown).
+        let pool = pool_of(config.clone(), 16)?;
+        let accept_pool = pool_of(config.clone(), 4)?;
+        let mut lazy = config;
+        lazy.options("-c synchronous_commit=off");
+        let lazy_pool = pool_of(lazy, 8)?;
         let mut client = writes::client(&pool).await?;
         let group = schema::prepare(&mut client, settings.partitions).await?;
         drop(client);
@@ -155,7 +156,7 @@ impl PostgresQueue {
         let (accepts, requests) = mpsc::channel(1024);
         let (feed_tx, feed) = mpsc::channel(1024);
         let tasks = vec![
-            tokio::spawn(accept::run(pool.clone(), requests)),
+            tokio::spawn(accept::run(accept_pool, requests)),
             tokio::spawn(lease::run(pool.clone(), Arc::clone(&shared))),
             tokio::spawn(poll::run(
                 pool.clone(),
@@ -172,6 +173,7 @@ impl PostgresQueue {
         );
         Ok(Self {
             pool,
+            lazy_pool,
             shared,
             accepts,
             feed: Mutex::new(Some(feed)),
@@ -216,14 +218,31 @@ impl PostgresQueue {
             Ok(fence) => fence,
             Err(err) => {
                 tracing::info!(event_id = key.event_id, "not recorded: {err}");
+                if let writes::Change::Finish(_) = change {
+                    self.shared.state().dispatched.remove(key);
+                }
                 return Ok(());
             }
         };
-        let (pool, host, key) = (self.pool.clone(), self.shared.host.clone(), key.clone());
+        let (pool, key) = (self.lazy_pool.clone(), key.clone());
+        let shared = Arc::clone(&self.shared);
         // Taken now, so that a read asked after this call waits for the write.
         let running = Arc::clone(&self.writes).try_read_owned().ok();
         tokio::spawn(async move {
-            if let Err(err) = writes::apply(&pool, &host, &key, &fence, change).await {
+            let written = writes::apply(&pool, &shared.host, &key, &fence, change).await;
+            match written {
+                Ok(()) | Err(StoreError::Fenced) => {
+                    if let writes::Change::Finish(_) = change {
+                        // Only now: until the row says finished, the poller must not
+                        // take the event for one to hand out.
+                        shared.state().dispatched.remove(&key);
+                    }
+                }
+                // Kept as handed out: the event is not handed out again by this
+                // host, and another host finds its send under way (unknown).
+                Err(_) => {}
+            }
+            if let Err(err) = written {
                 tracing::info!(event_id = key.event_id, "not recorded: {err}");
             }
             drop(running);
@@ -235,6 +254,21 @@ impl PostgresQueue {
     async fn settle(&self) {
         drop(self.writes.write().await);
     }
+}
+
+/// A pool of at most `size` connections made with `config`.
+fn pool_of(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| StoreError::Connect(e.to_string()))
 }
 
 /// This run's name in the group: the machine's name, the process id and a random
@@ -312,9 +346,7 @@ impl Queue for PostgresQueue {
     }
 
     fn finish(&self, key: &EventKey, outcome: Outcome) -> Result<(), StoreError> {
-        let written = self.spawn_write(key, writes::Change::Finish(outcome));
-        self.shared.state().dispatched.remove(key);
-        written
+        self.spawn_write(key, writes::Change::Finish(outcome))
     }
 
     fn pending(&self) -> StoreFuture<'_, Vec<Pending>> {
