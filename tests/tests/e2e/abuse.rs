@@ -206,12 +206,14 @@ fn a_request_head_over_32_kib_is_refused_with_431() {
     let world = World::new();
     let host = world.host().start();
     let mut stream = connect(&host.url);
-    let padding = "a".repeat(40 * 1024);
-    write!(
+    // Just over the limit: the host reads it all before it answers, so its answer
+    // is not lost to a reset. The write may still fail once the host has answered
+    // and closed: what counts is the answer.
+    let padding = "a".repeat(33 * 1024);
+    let _ = write!(
         stream,
         "GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-pad: {padding}\r\n\r\n"
-    )
-    .unwrap();
+    );
     assert_eq!(response(&mut stream).0, 431);
 }
 
