@@ -1,4 +1,8 @@
-//! Shared by the benchmarks: signed webhook bodies and a counting fake Graph API.
+//! Shared by the benchmarks: signed webhook bodies, a counting fake Graph API, hosts
+//! on one queue, a throw-away PostgreSQL cluster.
+
+pub mod pg;
+pub mod proc;
 
 use std::{
     io::{BufRead, BufReader},
@@ -34,8 +38,8 @@ pub enum Mids {
     /// Random-looking, as Messenger's are today (`m_1fTq8oLumEyIp3Q2MR-aY7I…`): every
     /// new id lands on a random page of the store's id index.
     Random,
-    /// `m_<seq>_…`, in order: new ids land at the end of the index (cheaper for
-    /// the store; kept to show what random ids cost).
+    /// `m_<seq>_…`, in order: new ids land at the end of the index (what the
+    /// benchmarks used before 2026-11-26 07:40 UTC; kept to compare with them).
     Sequential,
 }
 
@@ -332,6 +336,68 @@ pub fn start_host(
         child,
         _dir: dir,
     })
+}
+
+/// The `[queue]` lines of a host on the shared queue at `url`, with a lease of
+/// `lease_ms` when given (else the host's default, 10 s).
+pub fn shared_queue(url: &str, lease_ms: Option<u64>) -> String {
+    match lease_ms {
+        Some(ms) => format!("url = \"{url}\"\nlease_ms = {ms}"),
+        None => format!("url = \"{url}\""),
+    }
+}
+
+/// The partitions each of the hosts at `urls` (on one shared queue) owns now, from
+/// their `/healthz`, and how many there are in all.
+pub async fn owned_partitions(
+    client: &reqwest::Client,
+    urls: &[String],
+) -> anyhow::Result<(Vec<Vec<i64>>, u64)> {
+    let mut owned = Vec::new();
+    let mut partitions = 0;
+    for url in urls {
+        let health: serde_json::Value = client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let queue = &health["queue"];
+        partitions = queue["partitions"]
+            .as_u64()
+            .context("no shared queue in /healthz")?;
+        owned.push(
+            queue["lease_epochs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|pair| pair[0].as_i64())
+                .collect(),
+        );
+    }
+    Ok((owned, partitions))
+}
+
+/// Waits until the hosts at `urls` (on one shared queue) own every partition between
+/// them, none more than its fair share: hosts that joined one after another take a
+/// few lease rounds (a quarter of the lease each) to get there. The partitions each
+/// owns then.
+pub async fn wait_balanced(urls: &[String], timeout: Duration) -> anyhow::Result<Vec<Vec<i64>>> {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (owned, partitions) = owned_partitions(&client, urls).await?;
+        let fair = partitions.div_ceil(urls.len().max(1) as u64);
+        let total: u64 = owned.iter().map(|o| o.len() as u64).sum();
+        if total == partitions && owned.iter().all(|o| o.len() as u64 <= fair) {
+            return Ok(owned);
+        }
+        if std::time::Instant::now() > deadline {
+            let counts: Vec<_> = owned.iter().map(Vec::len).collect();
+            bail!("the hosts did not share the {partitions} partitions in {timeout:?}: {counts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The folder holding `host-example` and the plugin: `given`, or this program's own.

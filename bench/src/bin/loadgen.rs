@@ -13,7 +13,8 @@ use std::{
 };
 
 use bench::{
-    event_time, now_ms, read_receipt, sign, start_host, webhook_with, CountingGraph, Mids,
+    event_time, now_ms, pg::Postgres, proc, read_receipt, shared_queue, sign, start_host,
+    wait_balanced, webhook_with, CountingGraph, Mids,
 };
 use clap::Parser;
 
@@ -35,6 +36,18 @@ struct Args {
     /// Keep the event queue in memory instead of SQLite.
     #[arg(long)]
     memory_queue: bool,
+    /// Keep the event queue in PostgreSQL instead of SQLite (the shared queue,
+    /// `[queue] url`): a throw-away cluster on this machine, `fsync` on, a new
+    /// database for each level.
+    #[arg(long, conflicts_with_all = ["memory_queue", "queue_from"])]
+    postgres: bool,
+    /// Hosts on the one PostgreSQL queue (with --postgres); the webhooks go to them in
+    /// turn. All are pinned to --host-cpu when it is given.
+    #[arg(long, default_value_t = 1, requires = "postgres")]
+    hosts: usize,
+    /// CPU the PostgreSQL server is pinned to (with --postgres); none when absent.
+    #[arg(long, requires = "postgres")]
+    db_cpu: Option<usize>,
     /// Send read receipts, which the bot does not answer: measures the intake path
     /// (HTTP, signature, parse, durable queue) without the replies.
     #[arg(long)]
@@ -46,12 +59,13 @@ struct Args {
     /// host's stalls are counted in full (no coordinated omission).
     #[arg(long)]
     rate: Option<u64>,
-    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones: cheaper
-    /// for the store's id index.
+    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones, as the
+    /// benchmarks before 2026-11-26 07:40 UTC sent: cheaper for the store's id index.
     #[arg(long)]
     sequential_mids: bool,
-    /// Give every event the same time instead of about when it is sent: the store
-    /// then finds no order in its keys but the ids'.
+    /// Give every event the same time (as the benchmarks before 2026-11-26 11:00 UTC
+    /// did) instead of about when it is sent: the store then finds no order in its
+    /// keys but the ids'.
     #[arg(long)]
     one_event_time: bool,
     /// The host's `[queue] remember_secs` (default a day): with a few seconds, the
@@ -78,6 +92,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin_dir = bench::bin_dir(args.bin_dir.as_deref())?;
+    let cluster = if args.postgres {
+        Some(Postgres::start(args.db_cpu)?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -103,9 +122,14 @@ fn main() -> anyhow::Result<()> {
         },
         args.graph_latency_ms,
         if args.memory_queue {
-            "memory"
+            "memory".to_owned()
+        } else if args.postgres {
+            format!(
+                "postgres ({} host(s), database cpu {:?})",
+                args.hosts, args.db_cpu
+            )
         } else {
-            "sqlite"
+            "sqlite".to_owned()
         },
         args.host_cpu,
         args.seconds
@@ -113,7 +137,7 @@ fn main() -> anyhow::Result<()> {
     println!("| concurrency | webhooks/s | ack p50 ms | ack p99 ms | replies/s | non-200 | host CPU % | RSS idle MiB | RSS peak MiB |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for &concurrency in &args.concurrency {
-        runtime.block_on(level(&args, &bin_dir, concurrency))?;
+        runtime.block_on(level(&args, &bin_dir, concurrency, cluster.as_ref()))?;
     }
     Ok(())
 }
@@ -147,59 +171,56 @@ fn p99_by_window(timeline: &[(u64, u32)], run_for: Duration, window: Duration) -
     Some(p99s.join(" · "))
 }
 
-fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<_> = after.split_whitespace().collect();
-    fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-}
-
-async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
+async fn level(
+    args: &Args,
+    bin_dir: &std::path::Path,
+    concurrency: usize,
+    cluster: Option<&Postgres>,
+) -> anyhow::Result<()> {
     let graph = CountingGraph::start_on_own_thread(Duration::from_millis(args.graph_latency_ms))?;
     // Declared before the host, so dropped after it.
     let copy_dir = tempfile::tempdir()?;
-    let queue_path = match &args.queue_from {
-        Some(from) => {
+    let mut queue = match (&args.queue_from, cluster) {
+        (_, Some(cluster)) => {
+            let url = cluster.database(&format!("bench_c{concurrency}_{}", now_ms()))?;
+            shared_queue(&url, None)
+        }
+        (Some(from), None) => {
             let copy = copy_dir.path().join("queue.sqlite3");
             std::fs::copy(from, &copy)?;
-            copy.display().to_string()
+            format!("path = \"{}\"", copy.display())
         }
-        None if args.memory_queue => ":memory:".to_owned(),
-        None => "queue.sqlite3".to_owned(),
+        (None, None) if args.memory_queue => "path = \":memory:\"".to_owned(),
+        (None, None) => "path = \"queue.sqlite3\"".to_owned(),
     };
-    let mut queue = format!("path = \"{queue_path}\"");
     if let Some(secs) = args.remember_secs {
         queue += &format!("\nremember_secs = {secs}");
     }
-    let host = start_host(
-        bin_dir,
-        args.host_cpu,
-        &graph.url,
-        "queue_capacity = 1000000\nworkers = 1024",
-        &queue,
-        "",
-    )?;
-    let pid = host.child.id();
+    let hosts = (0..args.hosts)
+        .map(|_| {
+            start_host(
+                bin_dir,
+                args.host_cpu,
+                &graph.url,
+                "queue_capacity = 1000000\nworkers = 1024",
+                &queue,
+                "",
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let host_urls: Vec<String> = hosts.iter().map(|h| h.url.clone()).collect();
+    if cluster.is_some() {
+        wait_balanced(&host_urls, Duration::from_secs(60)).await?;
+    }
+    let pids: Vec<u32> = hosts.iter().map(|h| h.child.id()).collect();
+    // Of each host, in MiB.
+    let rss = |key: &str| -> Vec<f64> {
+        pids.iter()
+            .map(|&pid| proc::field(pid, "status", key) as f64 / 1024.0)
+            .collect()
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_idle = proc_field(pid, "status", "VmRSS:");
+    let rss_idle = rss("VmRSS:");
 
     // Bodies are made and signed before the clock starts, so the load generator
     // spends its core on sending: enough for 40,000 webhooks/s, or the offered rate.
@@ -238,13 +259,20 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    let url = reqwest::Url::parse(&format!("{}/webhooks/messenger", host.url))?;
+    // The hosts in turn, one webhook each.
+    let urls: Arc<Vec<reqwest::Url>> = Arc::new(
+        host_urls
+            .iter()
+            .map(|host| reqwest::Url::parse(&format!("{host}/webhooks/messenger")))
+            .collect::<Result<_, _>>()?,
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let run_for = Duration::from_secs(args.seconds);
     // When each webhook was sent, for the log and the p99 by window.
     let log = args.latency_log.is_some() || args.detail;
-    let ticks = cpu_ticks(pid);
+    let host_ticks = proc::ticks_now(&pids);
+    let db_ticks = cluster.map(|c| proc::ticks_now(&c.pids()));
     let started = Instant::now();
     // Open loop: connection `c` sends at `started + (c + k * concurrency) / rate`.
     let period = args
@@ -252,9 +280,9 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         .map(|rate| Duration::from_secs_f64(concurrency as f64 / rate.max(1) as f64));
     let mut tasks = Vec::new();
     for connection in 0..concurrency {
-        let (client, url, bodies, next, failures) = (
+        let (client, urls, bodies, next, failures) = (
             client.clone(),
-            url.clone(),
+            Arc::clone(&urls),
             Arc::clone(&bodies),
             Arc::clone(&next),
             Arc::clone(&failures),
@@ -281,7 +309,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
                 };
                 due += period.unwrap_or_default();
                 let ok = client
-                    .post(url.clone())
+                    .post(urls[i % urls.len()].clone())
                     .header("x-hub-signature-256", signature.clone())
                     .header("content-type", "application/json")
                     .body(body.clone())
@@ -331,10 +359,16 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let replies_elapsed = started.elapsed();
-    let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0 / replies_elapsed.as_secs_f64() * 100.0;
-    let rss_peak = proc_field(pid, "status", "VmHWM:");
-    let wchar = proc_field(pid, "io", "wchar:");
-    let written = proc_field(pid, "io", "write_bytes:");
+    // Percent of one core over the run, from clock ticks (100 a second).
+    let percent = |ticks: u64| ticks as f64 / replies_elapsed.as_secs_f64();
+    let cpu = percent(proc::ticks_since(&host_ticks, &pids));
+    let db_cpu = cluster
+        .zip(db_ticks)
+        .map(|(c, before)| percent(proc::ticks_since(&before, &c.pids())));
+    let rss_peak = rss("VmHWM:");
+    let io = |key: &str| -> u64 { pids.iter().map(|&pid| proc::field(pid, "io", key)).sum() };
+    let (wchar, written) = (io("wchar:"), io("write_bytes:"));
+    let largest = |mib: &[f64]| mib.iter().copied().fold(0.0, f64::max);
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -350,9 +384,23 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         pct(0.99),
         graph.count() as f64 / replies_elapsed.as_secs_f64(),
         sent - accepted,
-        rss_idle as f64 / 1024.0,
-        rss_peak as f64 / 1024.0,
+        largest(&rss_idle),
+        largest(&rss_peak),
     );
+    if let Some(db_cpu) = db_cpu {
+        let list = |mib: &[f64]| {
+            mib.iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "|   | {} host(s) on PostgreSQL (host CPU summed, RSS of the largest): database CPU {db_cpu:.0} %; RSS idle {} · peak {} MiB |",
+            hosts.len(),
+            list(&rss_idle),
+            list(&rss_peak)
+        );
+    }
     if args.detail {
         println!("|   | host wrote {:.1} KiB per webhook through write(), {:.1} KiB per webhook to storage; {} Graph requests for {} replies |", wchar as f64 / 1024.0 / sent.max(1) as f64, written as f64 / 1024.0 / sent.max(1) as f64, graph.requests(), graph.count());
         println!(
@@ -375,7 +423,7 @@ async fn level(args: &Args, bin_dir: &std::path::Path, concurrency: usize) -> an
         tokio::time::sleep(Duration::from_secs(4)).await;
         println!(
             "|   | RSS 4 s after the load: {:.1} MiB |",
-            proc_field(pid, "status", "VmRSS:") as f64 / 1024.0
+            largest(&rss("VmRSS:"))
         );
     }
     if graph.count() != expected {
