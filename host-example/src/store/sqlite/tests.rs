@@ -85,32 +85,6 @@ async fn sqlite_keeps_pending_events_across_reopen_and_drops_redeliveries() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_accepts_are_committed_in_batches_and_all_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(SqliteQueue::open(&dir.path().join("q.sqlite3")).unwrap());
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let store = std::sync::Arc::clone(&store);
-            tokio::spawn(async move {
-                store
-                    .accept("m", &[event(&format!("e{}", i % 150))])
-                    .await
-                    .unwrap()[0]
-            })
-        })
-        .collect();
-    let mut fresh = 0;
-    for task in tasks {
-        fresh += usize::from(task.await.unwrap());
-    }
-    assert_eq!(fresh, 150, "each id is new exactly once");
-    assert_eq!(store.pending().await.unwrap().len(), 150);
-}
-
-/// A writer that never pauses keeps PASSIVE checkpoints from letting the WAL start
-/// over; past its limit the checkpointer restarts it (accepts going to the journal
-/// meanwhile), and the file stops growing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_wal_starts_over_under_writes_that_never_pause() {
     let dir = tempfile::tempdir().unwrap();
