@@ -75,6 +75,12 @@ struct Ownership {
     valid_until: Option<Instant>,
     /// Events handed to the dispatcher: their partition and its epoch then.
     dispatched: HashMap<EventKey, (i32, i64)>,
+    /// Handed-out events whose finish is written, with the poll under way then:
+    /// a poll that began before the finish's commit may still read the row as
+    /// pending, so each stays handed out until the next poll begins.
+    done: HashMap<EventKey, u64>,
+    /// Polls begun so far.
+    polls: u64,
     /// Hosts seen alive at the last lease round.
     hosts_seen: i64,
 }
@@ -233,9 +239,11 @@ impl PostgresQueue {
             match written {
                 Ok(()) | Err(StoreError::Fenced) => {
                     if let writes::Change::Finish(_) = change {
-                        // Only now: until the row says finished, the poller must not
-                        // take the event for one to hand out.
-                        shared.state().dispatched.remove(&key);
+                        // Not before the row says finished, and not while a poll
+                        // that began before that may still read it as pending.
+                        let mut state = shared.state();
+                        let poll = state.polls;
+                        state.done.insert(key.clone(), poll);
                     }
                 }
                 // Kept as handed out: the event is not handed out again by this

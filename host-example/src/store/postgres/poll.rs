@@ -89,7 +89,22 @@ async fn look(
     if owned.is_empty() {
         return Ok(from);
     }
-    let room = MAX_IN_FLIGHT.saturating_sub(shared.state().dispatched.len());
+    let room = {
+        let mut state = shared.state();
+        // Events finished before this poll began: no row this poll reads shows
+        // them pending any more.
+        state.polls += 1;
+        let this_poll = state.polls;
+        let state = &mut *state;
+        state.done.retain(|key, poll| {
+            let keep = *poll >= this_poll;
+            if !keep {
+                state.dispatched.remove(key);
+            }
+            keep
+        });
+        MAX_IN_FLIGHT.saturating_sub(state.dispatched.len())
+    };
     if room == 0 {
         return Ok(from);
     }
