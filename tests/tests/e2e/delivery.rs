@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::post_signed;
 
 /// A one-message body from `user` with a unique `mid` and `text`.
-fn message_from(user: &str, text: &str) -> Vec<u8> {
+pub(crate) fn message_from(user: &str, text: &str) -> Vec<u8> {
     let mut body: Value = serde_json::from_slice(&fixture("message_text")).unwrap();
     let item = &mut body["entry"][0]["messaging"][0];
     item["sender"]["id"] = user.into();
@@ -24,9 +24,9 @@ fn message_from(user: &str, text: &str) -> Vec<u8> {
 }
 
 /// Waits until `condition` holds, checking every 20 ms; panics with `what` after a
-/// minute (a bound for a stuck test, not a duration under test).
-async fn until<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// minute and a half (a bound for a stuck test, not a duration under test).
+pub(crate) async fn until<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !condition().await {
         assert!(Instant::now() < deadline, "gave up waiting: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -34,7 +34,7 @@ async fn until<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut()
 }
 
 /// How many replies with `text` the Graph API delivered.
-fn delivered(graph: &FakeGraph, text: &str) -> usize {
+pub(crate) fn delivered(graph: &FakeGraph, text: &str) -> usize {
     graph
         .delivered()
         .iter()

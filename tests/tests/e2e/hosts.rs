@@ -2,39 +2,25 @@
 //! once and in order with conversations spread over the hosts, a redelivery to
 //! another host, a host killed mid-stream, a host paused past its lease.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{fake_graph, fixture, FakeGraph, Host, HostBuilder, Scripted};
+use e2e::{fake_graph, FakeGraph, Host, HostBuilder, Scripted};
 use host_example::pg_cluster::{Durability, PgCluster};
 use serde_json::Value;
 
-use crate::post_signed;
+use crate::{
+    delivery::{delivered, message_from, until},
+    post_signed,
+};
 
 /// Partitions of the test groups: few, so that three hosts rebalance quickly.
 const PARTITIONS: u32 = 12;
-
-fn message_from(user: &str, text: &str) -> Vec<u8> {
-    let mut body: Value = serde_json::from_slice(&fixture("message_text")).unwrap();
-    let item = &mut body["entry"][0]["messaging"][0];
-    item["sender"]["id"] = user.into();
-    item["message"]["mid"] = format!("mid-{text}").into();
-    item["message"]["text"] = text.into();
-    serde_json::to_vec(&body).unwrap()
-}
 
 /// A host of the group on `url`, with short leases.
 fn member(graph: &FakeGraph, url: &str) -> HostBuilder {
     HostBuilder::new(&graph.url).channels(&format!(
         "\n[queue]\nurl = \"{url}\"\npartitions = {PARTITIONS}\nlease_ms = 2000\npoll_ms = 20\n"
     ))
-}
-
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut ok: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !ok().await {
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn queue_status(host: &Host) -> Value {
@@ -65,14 +51,6 @@ async fn balanced(hosts: &[&Host]) {
         total == u64::from(PARTITIONS)
     })
     .await;
-}
-
-fn delivered(graph: &FakeGraph, text: &str) -> usize {
-    graph
-        .delivered()
-        .iter()
-        .filter(|c| c.text() == Some(text))
-        .count()
 }
 
 /// The texts delivered to `user`, in order.
