@@ -16,6 +16,7 @@ mod event;
 #[allow(unsafe_code)]
 mod module;
 mod outbound;
+pub mod settings;
 mod webhook;
 
 #[cfg(feature = "host")]

@@ -10,7 +10,7 @@
 /// second, each time for a few microseconds of work. Waiting for the core instead, it
 /// finds more work ready at once: fewer switches, larger batches, and a faster,
 /// steadier host under load (BENCHMARKS.md has the numbers).
-pub fn run_as_background_thread() -> std::io::Result<()> {
+pub(crate) fn run_as_background_thread() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };

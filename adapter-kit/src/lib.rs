@@ -18,18 +18,17 @@
 //!   its value;
 //! - [`webhook::single_header`] refuses a signature header sent twice;
 //! - [`export_plugin!`] declares the root module;
-//! - the runtime's threads are [`background`] threads: their wake-ups do not preempt
-//!   the host's threads.
+//! - the runtime's threads run as background work (`SCHED_BATCH` on Linux): their
+//!   wake-ups do not preempt the host's threads.
 
 #![warn(missing_docs)]
 
-pub mod background;
+mod background;
 mod completion;
 mod executor;
 mod export;
 mod hosted;
 mod log;
-pub mod memory;
 mod secret;
 pub mod settings;
 pub mod webhook;

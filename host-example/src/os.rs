@@ -102,3 +102,67 @@ fn raise_open_files(needed: u64) -> std::io::Result<Raised> {
         to: target,
     })
 }
+
+/// Marks the calling thread as background work: on Linux, the `SCHED_BATCH` policy
+/// (the same share of the CPU, but its wake-ups do not preempt a running thread); a
+/// no-op elsewhere. The store's writer and checkpointer run this way so that a commit
+/// to write does not take the core from a thread answering a request.
+pub fn run_as_background_thread() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `sched_setscheduler` reads `param` only during the call; pid 0 names
+        // the calling thread.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if result != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Returns the allocator's free memory to the system, which it would otherwise keep
+/// for reuse (glibc: `malloc_trim`); for a thread that has just freed a cache and will
+/// stay idle a while. Says whether any memory went back; always `false` elsewhere.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `malloc_trim` only walks the allocator's own free lists, under its lock.
+        #[allow(unsafe_code)]
+        let released = unsafe { libc::malloc_trim(0) };
+        released == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_background_thread_runs_under_the_batch_policy() {
+        std::thread::spawn(|| {
+            super::run_as_background_thread().unwrap();
+            // SAFETY: reads the calling thread's policy.
+            #[allow(unsafe_code)]
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            assert_eq!(policy, libc::SCHED_BATCH);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn freed_heap_blocks_are_given_back_to_the_system() {
+        // 64 MiB in 4 KiB blocks (on the heap, below glibc's mmap threshold), one in
+        // 64 kept so that the heap cannot simply shrink from its top: only a trim
+        // gives the pages between them back.
+        let mut blocks: Vec<Vec<u8>> = (0..16_384).map(|i| vec![i as u8; 4096]).collect();
+        let kept: Vec<Vec<u8>> = blocks.iter_mut().step_by(64).map(std::mem::take).collect();
+        drop(blocks);
+        assert!(super::release_free_memory());
+        drop(kept);
+    }
+}

@@ -2,7 +2,7 @@
 //! message prints the offending line, and serde's quotes the value, either of which
 //! may be a secret.
 
-use adapter_kit::settings::{redact, with_key};
+use adapter_api::settings::{redact, with_key};
 use serde::de::DeserializeOwned;
 
 /// Parses `text`; an error is one line: where (line and column, or the key) and

@@ -16,6 +16,7 @@ mod handshake;
 mod host;
 mod hosts;
 mod isolation;
+mod layout;
 mod line;
 mod logs;
 mod operations;

@@ -143,7 +143,7 @@ fn spawn(
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            if let Err(err) = adapter_kit::background::run_as_background_thread() {
+            if let Err(err) = crate::os::run_as_background_thread() {
                 tracing::debug!("event store thread stays a normal one: {err}");
             }
             work();

@@ -135,7 +135,7 @@ impl WriteLoop {
         if let Err(err) = self.connection.execute_batch("PRAGMA shrink_memory") {
             tracing::debug!("event store: {err}");
         }
-        adapter_kit::memory::release_free_memory();
+        crate::os::release_free_memory();
     }
 
     /// Applies operations in one transaction until they run out or one asks to
