@@ -1,5 +1,6 @@
 //! The operator's routes: `/healthz`, `/readyz` and `/metrics`. Served on the
-//! `[admin]` listener when one is configured (and then not on the public one).
+//! `[admin]` listener when one is configured (and then not on the public one), with
+//! `POST /reload` there too: never on the public listener.
 
 use std::{sync::Arc, time::Instant};
 
@@ -7,7 +8,7 @@ use axum::{
     extract::State,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
 use serde_json::json;
@@ -22,9 +23,25 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/metrics", get(metrics_text))
 }
 
-/// The operator's routes alone, for the `[admin]` listener.
+/// The operator's routes alone, and `POST /reload`, for the `[admin]` listener.
 pub fn app(state: Arc<AppState>) -> Router {
-    routes().with_state(state)
+    routes().route("/reload", post(reload)).with_state(state)
+}
+
+/// Reloads the config and the plugins folder: 200 with what changed, or 422 with
+/// why the config was refused (the running one stays).
+async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    match state.roster.reload().await {
+        Ok(changes) => (StatusCode::OK, Json(json!(changes))).into_response(),
+        Err(err) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": err.to_string(),
+                "generation": state.roster.current().generation,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// 200 when the host can take webhooks now: every enabled channel is up and the
@@ -32,10 +49,11 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// panic text).
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut reasons = Vec::new();
-    let mut names: Vec<_> = state.channels.keys().collect();
+    let lineup = state.roster.current();
+    let mut names: Vec<_> = lineup.channels.keys().collect();
     names.sort();
     for name in names {
-        if let Some(outage) = state.channels[name].outage() {
+        if let Some(outage) = lineup.channels[name].outage() {
             reasons.push(format!("channel {name} is down: {}", outage.reason));
         }
     }
@@ -54,11 +72,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let mut channels: Vec<_> = state
+    let lineup = state.roster.current();
+    let mut channels: Vec<_> = lineup
         .channels
         .values()
         .map(|c| {
-            let (name, plugin) = (&c.name, c.plugin.id.as_str());
+            let plugin = c.plugin();
+            let (name, plugin) = (&c.name, plugin.id.as_str());
             match c.outage() {
                 None => json!({ "name": name, "plugin": plugin, "status": "up" }),
                 // No panic text or setting here: only the channel's fixed phrase.
@@ -80,7 +100,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
         .collect();
     let degraded = channels.iter().any(|c| c["status"] == "down");
     channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let plugins: Vec<_> = state
+    let plugins: Vec<_> = lineup
         .plugins
         .iter()
         .map(|p| {
@@ -94,6 +114,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
         .collect();
     Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
+        "generation": lineup.generation,
         "plugins": plugins,
         "channels": channels,
         "queue_depth": state.dispatcher.depth(),

@@ -1,41 +1,30 @@
-//! Plugins loaded at start-up, and one adapter per enabled channel, with fault
-//! isolation: a channel whose adapter fails (panics, or cannot be created) is down
-//! for a while, then gets a fresh adapter; the delay grows while the failures go
-//! on (a circuit breaker, see [`Backoff`]). The other channels go on meanwhile.
+//! One adapter per enabled channel, with fault isolation: a channel whose adapter
+//! fails (panics, or cannot be created) is down for a while, then gets a fresh
+//! adapter; the delay grows while the failures go on (a circuit breaker, see
+//! [`Backoff`]). The other channels go on meanwhile. A reload may give a channel a
+//! new plugin or new settings: its next adapter is built from those
+//! ([`Channel::replace`]).
 
 mod backoff;
 
 use std::{
-    collections::HashMap,
     panic::{catch_unwind, AssertUnwindSafe},
-    path::Path,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak},
     time::{Duration, Instant},
 };
 
-use adapter_api::{
-    load_plugins, Adapter, AdapterError, ErrorKind, LoadError, LoadedPlugin, PluginInfo, PluginSet,
-};
+use adapter_api::{Adapter, AdapterError, ErrorKind, LoadedPlugin, PluginInfo};
 use anyhow::bail;
 
 use self::backoff::Backoff;
-use crate::{
-    config::Config,
-    host_services,
-    metrics::{ChannelMetrics, Metrics},
-};
+use crate::{config::Config, host_services, metrics::ChannelMetrics};
 
 /// An enabled channel: its name, the plugin behind it, and its adapter.
 pub struct Channel {
     /// The channel name (the URL segment).
     pub name: String,
-    /// What the plugin said about itself.
-    pub plugin: PluginInfo,
-    library: LoadedPlugin,
     /// The channel's metrics.
     pub metrics: ChannelMetrics,
-    /// The settings JSON (holds secrets: never logged).
-    settings_json: String,
     state: RwLock<State>,
     /// This channel, for the thread that builds its next adapter.
     this: Weak<Channel>,
@@ -44,6 +33,18 @@ pub struct Channel {
 struct State {
     health: Health,
     backoff: Backoff,
+    setup: Setup,
+    /// Whether a thread is building the next adapter.
+    rebuilding: bool,
+}
+
+/// What the channel's adapters are built from.
+struct Setup {
+    library: LoadedPlugin,
+    /// The settings JSON (holds secrets: never logged).
+    settings_json: String,
+    /// Counts replacements: an adapter built from an older setup is not used.
+    version: u64,
 }
 
 enum Health {
@@ -67,7 +68,7 @@ impl Channel {
     /// Creates the channel with its first adapter (`built`: the constructor's
     /// outcome); if that failed, the channel starts down and the adapter is tried
     /// again later.
-    fn open(
+    pub(crate) fn open(
         name: &str,
         library: &LoadedPlugin,
         settings_json: String,
@@ -76,10 +77,7 @@ impl Channel {
     ) -> Arc<Self> {
         let channel = Arc::new_cyclic(|this| Self {
             name: name.to_owned(),
-            plugin: library.info.clone(),
-            library: library.clone(),
             metrics,
-            settings_json,
             state: RwLock::new(State {
                 // Until the first build's outcome is in, a moment from now.
                 health: Health::Down(Outage {
@@ -87,13 +85,56 @@ impl Channel {
                     retry_at: Instant::now(),
                 }),
                 backoff: Backoff::default(),
+                setup: Setup {
+                    library: library.clone(),
+                    settings_json,
+                    version: 0,
+                },
+                rebuilding: false,
             }),
             this: this.clone(),
         });
-        if !channel.built(built, false) {
+        if channel.built(0, built, false) == Built::Down {
             channel.rebuild_later();
         }
         channel
+    }
+
+    /// What the plugin behind the channel said about itself.
+    pub fn plugin(&self) -> PluginInfo {
+        self.read().setup.library.info.clone()
+    }
+
+    /// Whether the channel's adapters are built by `library` from `settings_json`.
+    pub fn built_from(&self, library: &LoadedPlugin, settings_json: &str) -> bool {
+        let state = self.read();
+        state.setup.library.path == library.path && state.setup.settings_json == settings_json
+    }
+
+    /// Builds the channel's adapters by `library` from `settings_json` from now on,
+    /// starting with `built` (the constructor's outcome): the next sends use it,
+    /// while sends under way finish on the adapter they started with (it stops when
+    /// the last of them is done). A failed build takes the channel down, with the
+    /// breaker's delays starting afresh.
+    pub fn replace(
+        &self,
+        library: &LoadedPlugin,
+        settings_json: String,
+        built: Result<Adapter, AdapterError>,
+    ) {
+        let version = {
+            let mut state = self.write();
+            state.setup = Setup {
+                library: library.clone(),
+                settings_json,
+                version: state.setup.version + 1,
+            };
+            state.backoff = Backoff::default();
+            state.setup.version
+        };
+        if self.built(version, built, false) == Built::Down {
+            self.rebuild_later();
+        }
     }
 
     /// The adapter, or `None` while the channel is down.
@@ -149,13 +190,19 @@ impl Channel {
         self.rebuild_later();
     }
 
-    /// Puts a freshly built adapter in place (`restart`: in place of a failed one),
-    /// or takes the channel down for the next delay; returns whether the channel is
-    /// up. Starts no rebuild.
-    fn built(&self, built: Result<Adapter, AdapterError>, restart: bool) -> bool {
+    /// Puts an adapter built from setup `version` in place (`restart`: in place of
+    /// a failed one), or takes the channel down for the next delay. Starts no
+    /// rebuild. An adapter built from a setup replaced meanwhile is dropped unused.
+    fn built(&self, version: u64, built: Result<Adapter, AdapterError>, restart: bool) -> Built {
         let mut state = self.write();
+        if state.setup.version != version {
+            return Built::Stale;
+        }
+        let plugin = state.setup.library.info.id.clone();
         match built {
             Ok(adapter) => {
+                // The adapter it replaces (if any) lives on in the sends under way
+                // that hold it, and stops when the last of them is done.
                 state.health = Health::Up {
                     adapter: Arc::new(adapter),
                     since: Instant::now(),
@@ -164,22 +211,21 @@ impl Channel {
                     self.metrics.adapter_restarts.inc();
                     tracing::info!(channel = self.name, "fresh adapter built; channel up");
                 }
-                true
+                Built::Up
             }
             Err(err) => {
                 self.metrics.plugin_failures.inc();
                 let reason = format!(
-                    "the {} plugin could not create the adapter ({})",
-                    self.plugin.id, err.kind
+                    "the {plugin} plugin could not create the adapter ({})",
+                    err.kind
                 );
                 let delay = state.go_down(None, reason);
                 drop(state);
                 tracing::error!(
                     channel = self.name,
-                    "the {} plugin could not create the adapter: {err}; next try in {delay:?}",
-                    self.plugin.id
+                    "the {plugin} plugin could not create the adapter: {err}; next try in {delay:?}"
                 );
-                false
+                Built::Down
             }
         }
     }
@@ -188,27 +234,57 @@ impl Channel {
     /// block) once the channel's retry time has come, again after each failed build,
     /// until one is up. One such thread runs while the channel is down.
     fn rebuild_later(&self) {
+        {
+            let mut state = self.write();
+            if state.rebuilding {
+                return;
+            }
+            state.rebuilding = true;
+        }
         let this = Weak::clone(&self.this);
         let spawned = std::thread::Builder::new()
             .name(format!("rebuild-{}", self.name))
             .spawn(move || loop {
-                let Some(retry_at) = this.upgrade().and_then(|c| c.retry_at()) else {
+                let Some(retry_at) = this.upgrade().and_then(|c| c.next_build()) else {
                     return;
                 };
                 std::thread::sleep(retry_at.saturating_duration_since(Instant::now()));
                 let Some(channel) = this.upgrade() else {
                     return;
                 };
-                let built = new_adapter(&channel.library, &channel.name, &channel.settings_json);
-                if channel.built(built, true) {
-                    return;
-                }
+                let (library, settings_json, version) = {
+                    let state = channel.read();
+                    let setup = &state.setup;
+                    (
+                        setup.library.clone(),
+                        setup.settings_json.clone(),
+                        setup.version,
+                    )
+                };
+                let built = new_adapter(&library, &channel.name, &settings_json);
+                // Down again: the loop waits for the next retry time; up, or built
+                // from a replaced setup: the loop finds out whether to go on.
+                channel.built(version, built, true);
             });
         if let Err(err) = spawned {
+            self.write().rebuilding = false;
             tracing::error!(
                 channel = self.name,
                 "cannot start the thread that rebuilds the adapter: {err}"
             );
+        }
+    }
+
+    /// When the rebuilding thread builds next; `None`, and the thread is done,
+    /// once the channel is up.
+    fn next_build(&self) -> Option<Instant> {
+        let mut state = self.write();
+        match &state.health {
+            Health::Down(outage) => Some(outage.retry_at),
+            Health::Up { .. } => {
+                state.rebuilding = false;
+                None
+            }
         }
     }
 
@@ -219,6 +295,17 @@ impl Channel {
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What became of a built adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Built {
+    /// It is the channel's adapter now.
+    Up,
+    /// It could not be built: the channel is down until the next try.
+    Down,
+    /// Built from a setup replaced meanwhile: dropped.
+    Stale,
 }
 
 impl State {
@@ -236,7 +323,7 @@ impl State {
 
 /// Asks `library` for channel `name`'s adapter; a panic on the host's side of the
 /// call is an error too.
-fn new_adapter(
+pub(crate) fn new_adapter(
     library: &LoadedPlugin,
     name: &str,
     settings_json: &str,
@@ -251,88 +338,6 @@ fn new_adapter(
         ))
     })
     .map(Adapter::new)
-}
-
-/// Every enabled channel by name, and what was loaded.
-pub struct Channels {
-    /// Enabled channels by name (some may be down).
-    pub by_name: HashMap<String, Arc<Channel>>,
-    /// Every plugin that loaded (enabled or not).
-    pub plugins: Vec<PluginInfo>,
-}
-
-/// Loads the plugins folder and creates the enabled channels' adapters.
-///
-/// A library that cannot be loaded is logged (one line naming it) and skipped. A
-/// channel naming a plugin that is not there, or whose plugin refuses its settings
-/// ([`ErrorKind::INVALID_SETTINGS`]), is a config error: the host does not start. A
-/// channel whose adapter cannot be created otherwise (the plugin panics, or fails in
-/// another way) starts down, with an error log line, and is retried with the
-/// breaker's delays; the other channels go on.
-pub fn start(config: &Config, metrics: &Metrics) -> anyhow::Result<Channels> {
-    let dir = &config.server.plugins_dir;
-    let set = load_folder(config)?;
-    report(&set, dir);
-
-    let mut by_name = HashMap::new();
-    for (i, channel) in config.channels.iter().enumerate() {
-        if !channel.enabled {
-            tracing::info!(channel = channel.name, "channel disabled in the config");
-            continue;
-        }
-        let Some(library) = set.get(&channel.plugin) else {
-            let found: Vec<_> = set.plugins.iter().map(|p| p.info.id.to_string()).collect();
-            let found = if found.is_empty() {
-                "none".to_owned()
-            } else {
-                found.join(", ")
-            };
-            bail!(
-                "{}: channels[{i}].plugin: no plugin {:?} in {} (found: {found})",
-                config.file,
-                channel.plugin,
-                dir.display()
-            );
-        };
-        let settings_json = channel.settings_json();
-        let built = new_adapter(library, &channel.name, &settings_json);
-        if let Err(err) = &built {
-            if err.kind == ErrorKind::INVALID_SETTINGS {
-                // The plugin's message names the key, never the value.
-                bail!(
-                    "{}: channels[{i}] ({}): {}",
-                    config.file,
-                    channel.name,
-                    err.message
-                );
-            }
-        }
-        let opened = Channel::open(
-            &channel.name,
-            library,
-            settings_json,
-            metrics.channel(&channel.name),
-            built,
-        );
-        match opened.failure() {
-            None => tracing::info!(
-                channel = channel.name,
-                plugin = %library.info.id,
-                version = %library.info.version,
-                "channel enabled at /webhooks/{}",
-                channel.name
-            ),
-            Some(reason) => tracing::error!(
-                channel = channel.name,
-                "channel down until its adapter can be created: channels[{i}]: {reason}"
-            ),
-        }
-        by_name.insert(channel.name.clone(), opened);
-    }
-    Ok(Channels {
-        by_name,
-        plugins: set.plugins.iter().map(|p| p.info.clone()).collect(),
-    })
 }
 
 /// Loads the plugins folder and creates the adapter of channel `name` only: for
@@ -354,7 +359,7 @@ pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
         bail!("channels[{i}] ({name}) is disabled in the config");
     }
     let dir = &config.server.plugins_dir;
-    let set = load_folder(config)?;
+    let set = crate::roster::folder::read(config)?;
     let Some(library) = set.get(&channel.plugin) else {
         bail!(
             "{}: channels[{i}].plugin: no plugin {:?} in {}",
@@ -372,49 +377,5 @@ pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
             "channels[{i}] ({name}): the {} plugin could not create the adapter: {err}",
             library.info.id
         ),
-    }
-}
-
-/// Loads `server.plugins_dir`; an unreadable folder is a config error naming the
-/// key, its cause told once.
-fn load_folder(config: &Config) -> anyhow::Result<PluginSet> {
-    // `LoadError` carries its cause both in its message and as its source: formatted
-    // here into a fresh error, so that the error chain prints it once.
-    load_plugins(&config.server.plugins_dir)
-        .map_err(|err| anyhow::anyhow!("{}: server.plugins_dir: {err}", config.file))
-}
-
-fn report(set: &PluginSet, dir: &Path) {
-    for plugin in &set.plugins {
-        match &plugin.link_target {
-            None => tracing::info!(
-                path = %plugin.path.display(),
-                id = %plugin.info.id,
-                version = %plugin.info.version,
-                api = %plugin.info.api_version,
-                "plugin loaded"
-            ),
-            Some(target) => tracing::info!(
-                path = %plugin.path.display(),
-                target = %target.display(),
-                id = %plugin.info.id,
-                version = %plugin.info.version,
-                api = %plugin.info.api_version,
-                "plugin loaded through a symbolic link to {}",
-                target.display()
-            ),
-        }
-    }
-    for failure in &set.failures {
-        tracing::error!("plugin not loaded: {failure}");
-        if let LoadError::IncompatibleLayout { full, .. } = failure {
-            tracing::debug!(
-                "full layout report for {}:\n{full}",
-                failure.path().display()
-            );
-        }
-    }
-    if set.plugins.is_empty() {
-        tracing::warn!("no plugin loaded from {}", dir.display());
     }
 }

@@ -94,7 +94,7 @@ impl fmt::Debug for ChannelConfig {
 }
 
 /// `[queue]`: where accepted events wait until their replies are sent.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// SQLite file keeping accepted events across crashes, relative to the config
@@ -199,7 +199,7 @@ fn default_poll_ms() -> u64 {
 }
 
 /// `[admin]`: where `/healthz`, `/readyz` and `/metrics` are served.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// When set, those routes are served on this address only (404 on
@@ -209,7 +209,7 @@ pub struct AdminConfig {
 }
 
 /// `[bot]`: the example bot.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotConfig {
     /// Send a typing indicator before each reply. Default `false`.
@@ -237,6 +237,9 @@ struct RawConfig {
 pub struct Config {
     /// The config file, as errors name it.
     pub file: String,
+    /// The file it was read from, which a reload reads again (`None` when parsed
+    /// from text).
+    pub path: Option<PathBuf>,
     /// What looks wrong but does not stop start-up, one line each, naming keys and
     /// never values; logged as warnings when the host starts.
     pub warnings: Vec<String>,
@@ -261,8 +264,12 @@ impl Config {
             cause,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, &path.display().to_string(), base, |name| {
+        let config = Self::parse(&text, &path.display().to_string(), base, |name| {
             std::env::var(name).ok()
+        })?;
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            ..config
         })
     }
 
@@ -406,6 +413,7 @@ impl Config {
         }
         Ok(Self {
             file: file.to_owned(),
+            path: None,
             warnings,
             server,
             channels,

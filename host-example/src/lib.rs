@@ -14,6 +14,7 @@ pub mod listen;
 pub mod metrics;
 pub mod os;
 pub mod pg_cluster;
+pub mod roster;
 pub mod server;
 pub mod store;
 
@@ -32,6 +33,7 @@ use crate::{
     dispatch::Dispatcher,
     listen::{Door, Timeouts},
     metrics::Metrics,
+    roster::Roster,
     server::{AppState, BodyBudget},
     store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue},
 };
@@ -60,7 +62,7 @@ impl Server {
             tracing::warn!("{warning}");
         }
         let metrics = Arc::new(Metrics::default());
-        let channels = channels::start(&config, &metrics)?;
+        let roster = Roster::start(config.clone(), Arc::clone(&metrics))?;
         let listen = config
             .server
             .listen
@@ -94,21 +96,12 @@ impl Server {
             Arc::new(bot::Bot::new(config.bot.clone())),
             Arc::clone(&metrics),
         );
-        match store.feed() {
-            // A shared queue hands this host its events as it comes to own them.
-            Some(feed) => {
-                tokio::spawn(take_feed(
-                    feed,
-                    dispatcher.clone(),
-                    channels.by_name.clone(),
-                ));
-            }
-            None => resume_pending(&*store, &dispatcher, &channels.by_name).await?,
+        let feed = store.feed();
+        if feed.is_none() {
+            resume_pending(&*store, &dispatcher, &roster).await?;
         }
-
         let state = Arc::new(AppState {
-            channels: channels.by_name,
-            plugins: channels.plugins,
+            roster,
             dispatcher,
             queue_capacity: config.server.queue_capacity,
             queue: Arc::clone(&store),
@@ -120,6 +113,10 @@ impl Server {
             metrics,
             body_timeout: Duration::from_millis(config.server.body_timeout_ms),
         });
+        if let Some(feed) = feed {
+            // A shared queue hands this host its events as it comes to own them.
+            tokio::spawn(take_feed(feed, Arc::clone(&state)));
+        }
         Ok(Self {
             config,
             state,
@@ -133,6 +130,20 @@ impl Server {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reloads the config and the plugins folder each time `hangup` (SIGHUP)
+    /// arrives, until the host stops.
+    #[cfg(unix)]
+    pub fn reload_on_hangup(&self, mut hangup: tokio::signal::unix::Signal) {
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the config");
+                // The reload logs its outcome.
+                let _ = state.roster.reload().await;
+            }
+        });
     }
 
     /// The `[admin]` listener's address, when one is configured.
@@ -157,8 +168,11 @@ impl Server {
             addr,
             admin,
         } = self;
-        let channels: Vec<_> = state.channels.values().cloned().collect();
-        tracing::info!(%addr, channels = channels.len(), "serving webhooks");
+        tracing::info!(
+            %addr,
+            channels = state.roster.current().channels.len(),
+            "serving webhooks"
+        );
         let remember = Duration::from_secs(config.queue.remember_secs);
         let pruning = tokio::spawn(prune_forever(Arc::clone(&store), remember));
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
@@ -212,7 +226,7 @@ impl Server {
         if let Err(err) = store.close().await {
             tracing::warn!("{err}");
         }
-        for channel in channels {
+        for channel in state.roster.current().channels.values() {
             let left = grace.saturating_sub(started.elapsed());
             if let Some(adapter) = channel.adapter() {
                 tokio::task::spawn_blocking(move || adapter.shutdown(left))
@@ -229,7 +243,7 @@ impl Server {
 async fn resume_pending(
     store: &dyn Queue,
     dispatcher: &Dispatcher,
-    channels: &std::collections::HashMap<String, Arc<channels::Channel>>,
+    roster: &Roster,
 ) -> anyhow::Result<()> {
     let pending = store.pending().await?;
     if pending.is_empty() {
@@ -240,8 +254,8 @@ async fn resume_pending(
         "resuming events accepted before the last stop"
     );
     for item in pending {
-        match channels.get(&item.key.channel) {
-            Some(channel) => dispatcher.resume(channel, item),
+        match roster.channel(&item.key.channel) {
+            Some(channel) => dispatcher.resume(&channel, item),
             None => tracing::warn!(
                 channel = item.key.channel,
                 event_id = %item.event.event_id,
@@ -253,14 +267,10 @@ async fn resume_pending(
 }
 
 /// Queues the events a shared queue hands this host.
-async fn take_feed(
-    mut feed: tokio::sync::mpsc::Receiver<store::Pending>,
-    dispatcher: Dispatcher,
-    channels: std::collections::HashMap<String, Arc<channels::Channel>>,
-) {
+async fn take_feed(mut feed: tokio::sync::mpsc::Receiver<store::Pending>, state: Arc<AppState>) {
     while let Some(item) = feed.recv().await {
-        match channels.get(&item.key.channel) {
-            Some(channel) => dispatcher.resume(channel, item),
+        match state.roster.channel(&item.key.channel) {
+            Some(channel) => state.dispatcher.resume(&channel, item),
             None => tracing::warn!(
                 channel = item.key.channel,
                 event_id = %item.event.event_id,
@@ -312,11 +322,17 @@ async fn prune_forever(store: Arc<dyn Queue>, remember: Duration) {
 /// `serve`: makes the files it creates private to its user (umask 077), raises the
 /// open-file limit to fit `server.max_connections`, binds, prints `admin on
 /// http://ADDR` (with an `[admin]` listener) then `listening on http://ADDR` on
-/// stdout, and runs until SIGINT or SIGTERM.
+/// stdout, reloads its config on SIGHUP, and runs until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     os::private_files();
     os::fit_open_files(config.server.max_connections + ADMIN_MAX_CONNECTIONS);
+    // Taken over before anything else: SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot take SIGHUP for reloads")?;
     let server = Server::bind(config).await?;
+    #[cfg(unix)]
+    server.reload_on_hangup(hangup);
     if let Some(admin) = server.admin_addr() {
         println!("admin on http://{admin}");
     }

@@ -55,6 +55,13 @@ pub struct Listener {
     pub listener: String,
 }
 
+/// A reload's `outcome`: `applied` or `refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reload {
+    /// `applied` or `refused`.
+    pub outcome: String,
+}
+
 /// `listener` and why a connection was closed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Closed {
@@ -100,6 +107,11 @@ pub struct Metrics {
     /// Body bytes being read at once, across all requests (reserved when a body
     /// starts, by its declared length).
     pub inflight_body_bytes: Gauge,
+    /// Config reloads, by outcome.
+    pub reloads: Family<Reload, Counter>,
+    /// The generation of the config being served: 1 at start-up, one more per
+    /// reload applied.
+    pub config_generation: Gauge,
 }
 
 impl Default for Metrics {
@@ -119,6 +131,8 @@ impl Default for Metrics {
             connections_open: Family::default(),
             connections_closed: Family::default(),
             inflight_body_bytes: Gauge::default(),
+            reloads: Family::default(),
+            config_generation: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -187,6 +201,17 @@ impl Default for Metrics {
             "Request body bytes being read at once, across all requests",
             metrics.inflight_body_bytes.clone(),
         );
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or POST /reload), by outcome: applied or refused",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Generation of the config being served: 1 at start-up, one more per reload \
+             applied",
+            metrics.config_generation.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -242,6 +267,15 @@ impl Metrics {
             idle_timeout: closed("idle_timeout"),
             shutdown: closed("shutdown"),
         }
+    }
+
+    /// Counts a reload with `outcome` (`applied` or `refused`).
+    pub fn reload(&self, outcome: &str) {
+        self.reloads
+            .get_or_create(&Reload {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// The metrics in Prometheus text format.

@@ -1,6 +1,6 @@
 //! The webhook route, and the host's routes as a whole.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use adapter_api::{ErrorKind, Header, Verdict, WebhookRequest};
 use axum::{
@@ -18,14 +18,13 @@ use crate::{
     channels::Channel,
     dispatch::{Dispatcher, EnqueueError},
     metrics::Metrics,
+    roster::Roster,
 };
 
 /// What every request handler shares.
 pub struct AppState {
-    /// Enabled channels by name.
-    pub channels: HashMap<String, Arc<Channel>>,
-    /// Loaded plugins, for `/healthz`.
-    pub plugins: Vec<adapter_api::PluginInfo>,
+    /// The channels served now (swapped by a reload), and the plugins loaded.
+    pub roster: Roster,
     /// Where accepted events go.
     pub dispatcher: Dispatcher,
     /// Events waiting, in all, before webhooks get 503 (for `/readyz`).
@@ -116,10 +115,10 @@ async fn webhook(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let Some(channel) = state.channels.get(&name) else {
+    let Some(channel) = state.roster.channel(&name) else {
         return text(StatusCode::NOT_FOUND, "no such channel");
     };
-    let (outcome, response) = handle(&state, channel, method, uri, headers, body).await;
+    let (outcome, response) = handle(&state, &channel, method, uri, headers, body).await;
     channel.metrics.webhook(outcome);
     channel
         .metrics

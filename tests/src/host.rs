@@ -34,6 +34,7 @@ pub struct HostBuilder {
     messenger_settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    token_suffix: String,
 }
 
 impl HostBuilder {
@@ -49,6 +50,7 @@ impl HostBuilder {
             messenger_enabled: true,
             messenger_settings: vec![("backoff_base_ms".to_owned(), "20".to_owned())],
             args: Vec::new(),
+            token_suffix: String::new(),
             env: vec![
                 ("TEST_FB_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
                 ("TEST_FB_VERIFY_TOKEN".to_owned(), VERIFY_TOKEN.to_owned()),
@@ -118,6 +120,14 @@ impl HostBuilder {
         self
     }
 
+    /// Gives every Page the access token [`page_token`] followed by `suffix`, as a
+    /// rotation would.
+    #[must_use]
+    pub fn token_suffix(mut self, suffix: &str) -> Self {
+        suffix.clone_into(&mut self.token_suffix);
+        self
+    }
+
     /// Copies another file into the plugins folder.
     #[must_use]
     pub fn plugin_file(mut self, path: PathBuf) -> Self {
@@ -151,8 +161,9 @@ impl HostBuilder {
         for page in PAGES {
             let _ = write!(
                 pages,
-                "{{ id = \"{page}\", access_token = \"{}\" }}, ",
-                page_token(page)
+                "{{ id = \"{page}\", access_token = \"{}{}\" }}, ",
+                page_token(page),
+                self.token_suffix
             );
         }
         let config = format!(
@@ -292,6 +303,15 @@ impl Host {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends SIGHUP: the host reloads its config.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// The host's `/metrics` text (from the `[admin]` listener when there is one).

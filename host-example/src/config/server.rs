@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf};
 use serde::Deserialize;
 
 /// `[server]`; every key has a default, so the table may be left out.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on, `IP:PORT` or `HOST:PORT` (a host name is resolved at

@@ -60,6 +60,8 @@ fn the_service_unit_is_hardened() {
         assert_eq!(one(key), value, "{key}");
     }
     assert_eq!(one("ReadOnlyPaths"), "/usr/local/lib/dmflow/plugins");
+    // `systemctl reload` is the host's config reload.
+    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert!(
         one("ExecStart").contains(" serve --config /etc/dmflow/host.toml"),
         "{}",
