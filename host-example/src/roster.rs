@@ -267,6 +267,7 @@ fn commit(
         ..Changes::default()
     };
     let mut channels = HashMap::new();
+    let index = |name: &str| config.channels.iter().position(|c| c.name == name);
     for (name, step) in plan.steps {
         let channel = match step {
             Step::Keep(channel) => channel,
@@ -282,7 +283,7 @@ fn commit(
                     metrics.channel(&name),
                     built,
                 );
-                announce(&channel, "enabled");
+                announce(&channel, "enabled", index(&name));
                 changes.added.push(name.clone());
                 channel
             }
@@ -293,7 +294,7 @@ fn commit(
                 built,
             } => {
                 channel.replace(&library, settings_json, built);
-                announce(&channel, "changed");
+                announce(&channel, "changed", index(&name));
                 changes.changed.push(name.clone());
                 channel
             }
@@ -336,8 +337,9 @@ fn commit(
     (lineup, changes)
 }
 
-/// Logs a channel put in place (`how`: enabled, changed), and whether it is up.
-fn announce(channel: &Channel, how: &str) {
+/// Logs a channel put in place (`how`: enabled, changed; `index`: its place in the
+/// config's `channels`), and whether it is up.
+fn announce(channel: &Channel, how: &str, index: Option<usize>) {
     let plugin = channel.plugin();
     match channel.failure() {
         None => tracing::info!(
@@ -349,7 +351,8 @@ fn announce(channel: &Channel, how: &str) {
         ),
         Some(reason) => tracing::error!(
             channel = channel.name,
-            "channel {how}, down until its adapter can be created: {reason}"
+            "channel {how}, down until its adapter can be created: channels[{}]: {reason}",
+            index.unwrap_or_default()
         ),
     }
 }

@@ -113,7 +113,7 @@ async fn a_channel_whose_adapter_cannot_be_created_is_down_and_tried_again() {
         "{log}"
     );
     assert!(
-        log.contains("channel down until its adapter can be created: channels[2]")
+        log.contains("down until its adapter can be created: channels[2]")
             && log.contains("panicked"),
         "{log}"
     );

@@ -333,3 +333,109 @@ async fn three_hundred_webhooks_with_three_reloads_among_them_are_each_answered_
         format!("{}-r3", page_token("1"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_dropped_into_the_folder_is_loaded_by_a_reload_and_serves_its_new_channel() {
+    let graph = fake_graph().await;
+    let line_api = fake_graph().await;
+    let builder = HostBuilder::new(&graph.url);
+    let host = builder.start();
+    assert!(!host.log().contains("id=line"), "{}", host.log());
+
+    builder
+        .clone()
+        .plugin_file(e2e::library("line_adapter"))
+        .channels(&format!(
+            "\n[[channels]]\nname = \"line\"\nplugin = \"line\"\n[channels.settings]\n\
+             channel_secret = \"line-secret\"\nchannel_access_token = \"line-token\"\n\
+             api_base = \"{}\"\n",
+            line_api.url
+        ))
+        .write(builder.dir());
+    hang_up_until_generation(&host, 2.0).await;
+
+    let body = e2e::fixture_of("line", "message_text");
+    let status = reqwest::Client::new()
+        .post(host.webhook("line"))
+        .header(
+            "x-line-signature",
+            line_adapter::webhook::sign("line-secret", &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    until("the LINE reply", || async {
+        !line_api.delivered().is_empty()
+    })
+    .await;
+    assert_eq!(line_api.delivered()[0].path, "/v2/bot/message/reply");
+    let log = host.log();
+    // The new library was loaded once; the one loaded at start-up was not reported again.
+    assert_eq!(log.matches("plugin loaded").count(), 2, "{log}");
+    assert!(log.contains("added [line]"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loaded_library_replaced_on_disk_is_reported_and_the_loaded_copy_keeps_serving() {
+    let graph = fake_graph().await;
+    let builder = HostBuilder::new(&graph.url);
+    let host = builder.start();
+    let loaded = builder
+        .dir()
+        .join("plugins")
+        .join(e2e::messenger_plugin().file_name().unwrap());
+    // A new file moved into place, as an upgrade would (never written in place: the
+    // old file is mapped).
+    let staged = builder.dir().join("staged.so");
+    e2e::install(&e2e::messenger_plugin(), &staged);
+    std::fs::rename(&staged, &loaded).unwrap();
+    hang_up_until_generation(&host, 2.0).await;
+
+    let log = host.log();
+    let warnings: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("plugin file changed on disk"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(log.contains("changed [], removed []"), "{log}");
+    post_signed(&host, &message_from("7650", "after-replacement")).await;
+    until("the reply", || async {
+        delivered(&graph, "after-replacement") >= 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_down_since_start_up_is_up_at_once_when_a_reload_fixes_its_settings() {
+    let graph = fake_graph().await;
+    let channel = |new: &str| {
+        format!(
+            "\n[[channels]]\nname = \"mended\"\nplugin = \"faulty\"\n[channels.settings]\nnew = \"{new}\"\n"
+        )
+    };
+    let builder = HostBuilder::new(&graph.url).plugin_file(e2e::library("faulty_plugin"));
+    let host = builder.clone().channels(&channel("error")).start();
+    let body = serde_json::json!({ "user": "u1", "text": "hello", "id": "m1" }).to_string();
+    let post = || async {
+        reqwest::Client::new()
+            .post(host.webhook("mended"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post().await, 503);
+
+    builder
+        .clone()
+        .channels(&channel("ok"))
+        .write(builder.dir());
+    hang_up_until_generation(&host, 2.0).await;
+    assert_eq!(post().await, 200, "{}", host.log());
+    assert!(host.log().contains("changed [mended]"), "{}", host.log());
+}
