@@ -439,3 +439,39 @@ async fn a_channel_down_since_start_up_is_up_at_once_when_a_reload_fixes_its_set
     assert_eq!(post().await, 200, "{}", host.log());
     assert!(host.log().contains("changed [mended]"), "{}", host.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_under_way_when_its_channel_changes_finishes_on_the_old_adapter() {
+    let graph = fake_graph().await;
+    let builder = HostBuilder::new(&graph.url);
+    let host = builder.start();
+    // The Graph API holds its answer while the channel is replaced.
+    graph.set_delay(std::time::Duration::from_secs(2));
+    post_signed(&host, &message_from("7660", "under-way")).await;
+    until("the send to reach the Graph API", || async {
+        graph.calls().iter().any(|c| c.text() == Some("under-way"))
+    })
+    .await;
+    builder.clone().token_suffix("-new").write(builder.dir());
+    hang_up_until_generation(&host, 2.0).await;
+    graph.set_delay(std::time::Duration::ZERO);
+    post_signed(&host, &message_from("7661", "on-the-new-one")).await;
+
+    let ok = "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}";
+    until("both sends to succeed", || async {
+        host.metric(ok).await >= 2.0
+    })
+    .await;
+    assert_eq!(token_of(&graph, "under-way"), page_token("1"));
+    assert_eq!(
+        token_of(&graph, "on-the-new-one"),
+        format!("{}-new", page_token("1"))
+    );
+    let metrics = host.metrics().await;
+    assert!(
+        !metrics.contains("channel=\"messenger\",outcome=\"shut_down\"")
+            && !metrics.contains("channel=\"messenger\",outcome=\"unknown\""),
+        "{metrics}"
+    );
+    assert_eq!(delivered(&graph, "under-way"), 1);
+}
