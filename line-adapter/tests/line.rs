@@ -457,7 +457,7 @@ async fn hang_up_server() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_or_a_hang_up_after_sending_is_an_unknown_outcome() {
     let (api, adapter) = setup_with(json!({ "request_timeout_ms": 100 })).await;
-    api.set_delay(Duration::from_millis(400));
+    api.script([Scripted::hang()]);
     let err = send(&adapter, reply("slow")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
     assert_eq!(
@@ -476,16 +476,8 @@ async fn a_timeout_or_a_hang_up_after_sending_is_an_unknown_outcome() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_5xx_after_a_push_that_timed_out_is_an_unknown_outcome() {
     let (api, adapter) = setup_with(json!({ "request_timeout_ms": 300, "max_attempts": 2 })).await;
-    api.set_delay(Duration::from_millis(900));
-    let sending = tokio::spawn(async move {
-        let result = send(&adapter, push("hi", None)).await;
-        (result, adapter)
-    });
-    api.wait_for(1, Duration::ZERO).await;
-    api.set_delay(Duration::ZERO);
-    api.script([answer(500)]);
-    let (result, _adapter) = sending.await.unwrap();
-    let err = result.unwrap_err();
+    api.script([Scripted::hang(), answer(500)]);
+    let err = send(&adapter, push("hi", None)).await.unwrap_err();
     assert_eq!(api.calls().len(), 2);
     assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
     assert!(err.message.contains("HTTP 500"), "{err}");

@@ -6,7 +6,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -96,6 +96,17 @@ impl Scripted {
         }
     }
 
+    /// No answer at all: the call is recorded (with status 0) and its connection
+    /// stays open, unanswered, until the sandbox stops. A client's timeout, with no
+    /// race against a delay. As an item of a batch request, the whole request hangs.
+    pub fn hang() -> Self {
+        Self {
+            status: HANG,
+            body: Value::Null,
+            headers: Vec::new(),
+        }
+    }
+
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -103,6 +114,9 @@ impl Scripted {
         self
     }
 }
+
+/// The status of [`Scripted::hang`]: not an HTTP status, never sent.
+const HANG: u16 = 1;
 
 #[derive(Default)]
 struct Shared {
@@ -116,6 +130,9 @@ struct Shared {
     /// Calls being answered now, and the most there ever were at once.
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
+    /// While set, answers wait (see [`SandboxGraph::hold`]).
+    held: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 /// The sandbox server. Stops when dropped.
@@ -150,6 +167,25 @@ impl SandboxGraph {
     pub fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Holds every answer, of the calls being answered and of those to come, until
+    /// [`SandboxGraph::release`]: a barrier in the API, to see what a client does
+    /// while its calls are pending without racing a delay.
+    pub fn hold(&self) {
+        self.shared.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the held answers go, and the answers to later calls.
+    pub fn release(&self) {
+        self.shared.held.store(false, Ordering::SeqCst);
+        self.shared.released.notify_waiters();
+    }
+
+    /// How many calls are being answered now (held or delayed; a batch counts its
+    /// items).
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     /// Queues answers for the next calls, in order; later calls get the default success.
@@ -232,6 +268,9 @@ async fn record(
     let recipient = call.recipient().to_owned();
     let scripted = shared.next_answer();
     shared.record(call, scripted.as_ref());
+    if scripted.as_ref().is_some_and(|a| a.status == HANG) {
+        std::future::pending::<()>().await;
+    }
     shared.wait(1).await;
     match scripted {
         Some(answer) => answer.into_response(),
@@ -252,7 +291,11 @@ impl Shared {
 
     /// Records `call`, answered with `answer` (success when `None`).
     fn record(&self, mut call: GraphCall, answer: Option<&Scripted>) {
-        call.status = answer.map_or(200, |a| a.status);
+        call.status = match answer {
+            None => 200,
+            Some(a) if a.status == HANG => 0,
+            Some(a) => a.status,
+        };
         self.calls.lock().unwrap().push(call);
     }
 
@@ -264,6 +307,15 @@ impl Shared {
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.held.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
         }
         self.in_flight.fetch_sub(calls, Ordering::SeqCst);
     }
@@ -380,6 +432,10 @@ async fn answer_batch(
             ),
             scripted,
         ));
+    }
+    let hangs = |a: &Option<Scripted>| a.as_ref().is_some_and(|a| a.status == HANG);
+    if hangs(&whole) || answers.iter().any(|(_, a)| hangs(a)) {
+        std::future::pending::<()>().await;
     }
     shared.wait(items.len() as u64).await;
     if let Some(answer) = whole {

@@ -292,9 +292,19 @@ impl Host {
 
     /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.signal("TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, ...) without waiting for anything.
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status();
+    }
+
+    /// Waits (at most `timeout`, a bound for a stuck test) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

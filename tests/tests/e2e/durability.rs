@@ -6,7 +6,10 @@ use std::time::Duration;
 use e2e::{fake_graph, fixture, sample, sign, HostBuilder, APP_SECRET};
 use serde_json::Value;
 
-use crate::{post, post_signed, SETTLE};
+use crate::{
+    delivery::{delivered, until},
+    post, post_signed, SETTLE,
+};
 
 /// A one-message body from `user` with a unique `mid` and `text`.
 fn message_from(user: &str, mid: &str, text: &str) -> Vec<u8> {
@@ -85,7 +88,8 @@ async fn one_conversation_stays_in_order_while_many_run_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn at_most_workers_conversations_run_at_once() {
     let graph = fake_graph().await;
-    graph.set_delay(Duration::from_millis(150));
+    // Every answer waits until released: the sends pile up at the Graph API.
+    graph.hold();
     let host = std::sync::Arc::new(HostBuilder::new(&graph.url).server("workers = 2").start());
     let mut tasks = Vec::new();
     for user in 0..8 {
@@ -99,17 +103,23 @@ async fn at_most_workers_conversations_run_at_once() {
     for task in tasks {
         assert_eq!(task.await.unwrap(), 200);
     }
-    // Eight conversations ready at once, two workers: every reply goes out, two at a
-    // time (not one: the pool runs them in parallel; not more: it is bounded).
-    let calls = graph.wait_for(8, SETTLE).await;
-    assert_eq!(calls.len(), 8, "{}", host.log());
+    // Eight conversations ready at once, two workers: two sends in flight together
+    // (not one: the pool runs them in parallel) ...
+    until("two sends in flight at once", || async {
+        graph.in_flight() >= 2
+    })
+    .await;
+    graph.release();
+    until("every reply", || async { delivered(&graph, "hello") >= 8 }).await;
+    // ... and never more: the pool is bounded.
     assert_eq!(graph.most_in_flight(), 2, "{}", host.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_answers_503_and_the_host_keeps_serving() {
     let graph = fake_graph().await;
-    graph.set_delay(Duration::from_secs(3));
+    // The replies wait at the Graph API until released: the queue stays full.
+    graph.hold();
     let host = HostBuilder::new(&graph.url)
         .server("queue_capacity = 3")
         .start();
@@ -119,7 +129,7 @@ async fn a_full_queue_answers_503_and_the_host_keeps_serving() {
         statuses.push(post(&host, &body, Some(&sign(APP_SECRET, &body))).await.0);
     }
     assert_eq!(statuses, [200, 200, 200, 503, 503]);
-    // Answered at once while the replies still wait on the slow Graph API.
+    // Answered while the replies still wait on the Graph API.
     assert_eq!(sample(&host.metrics().await, "dmflow_sends_total"), None);
     let health = reqwest::get(format!("{}/healthz", host.url)).await.unwrap();
     assert_eq!(health.status(), 200);
@@ -132,6 +142,22 @@ async fn a_full_queue_answers_503_and_the_host_keeps_serving() {
         Some(2.0)
     );
     assert_eq!(sample(&metrics, "dmflow_queue_depth"), Some(3.0));
+    // Once the Graph API answers, the queue drains and takes webhooks again.
+    graph.release();
+    until("the queue to drain", || async {
+        sample(&host.metrics().await, "dmflow_queue_depth") == Some(0.0)
+    })
+    .await;
+    let body = message_from("778", "m_full_after", "after");
+    assert_eq!(
+        post(&host, &body, Some(&sign(APP_SECRET, &body))).await.0,
+        200
+    );
+    until("the reply after the drain", || async {
+        delivered(&graph, "after") == 1
+    })
+    .await;
+    assert_eq!(delivered(&graph, "hello"), 3, "{}", host.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,7 @@ use std::{process::Command, time::Duration};
 use e2e::{fake_graph, fixture, host_bin, messenger_plugin, plugins_listing, HostBuilder};
 use serde_json::Value;
 
-use crate::{post, post_signed};
+use crate::{delivery::until, post, post_signed};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_lists_plugins_and_channels() {
@@ -114,19 +114,42 @@ fn plugins_command_describes_each_library() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_in_flight_replies_finish_then_exits_0() {
+    stopping_lets_in_flight_replies_finish_then_exits_0("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_lets_in_flight_replies_finish_then_exits_0() {
+    stopping_lets_in_flight_replies_finish_then_exits_0("INT").await;
+}
+
+/// Signal `signal` while a reply is held at the Graph API: the host stops taking
+/// connections, waits for the reply, and exits 0.
+async fn stopping_lets_in_flight_replies_finish_then_exits_0(signal: &str) {
     let graph = fake_graph().await;
-    graph.set_delay(Duration::from_millis(700));
+    graph.hold();
     let mut host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_text")).await;
-    // The reply is in flight at the slow Graph API when the signal arrives.
-    graph.wait_for(1, Duration::ZERO).await;
-    let status = tokio::task::block_in_place(|| host.terminate(Duration::from_secs(10)));
+    until("the reply in flight", || async { graph.in_flight() == 1 }).await;
+    host.signal(signal);
+    until("the host draining", || async {
+        host.log()
+            .contains("shutting down: draining accepted events")
+    })
+    .await;
+    assert!(
+        reqwest::get(format!("{}/healthz", host.url)).await.is_err(),
+        "a stopping host takes no more connections"
+    );
+    assert!(host.is_running(), "the host waits for the reply in flight");
+    graph.release();
+    let status = tokio::task::block_in_place(|| host.wait_exit(Duration::from_secs(30)));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", host.log());
     let log = host.log();
     assert!(
         log.contains("reply sent"),
         "the in-flight reply did not finish:\n{log}"
     );
+    assert_eq!(graph.delivered().len(), 1);
 }
 
 #[test]
