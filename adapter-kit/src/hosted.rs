@@ -183,6 +183,9 @@ mod tests {
     /// A channel whose every entry point panics, or hangs, on request.
     struct Faulty;
 
+    /// Sends of "hang" that have started.
+    static HANGING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     // The trait's futures are 'static; an `async fn` would borrow `self`.
     #[allow(clippy::manual_async_fn)]
     impl Channel for Faulty {
@@ -202,6 +205,7 @@ mod tests {
                 match message.text.as_ref().into_option().map(|t| t.as_str()) {
                     Some("panic") => panic!("send exploded"),
                     Some("hang") => {
+                        HANGING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         unreachable!()
                     }
@@ -283,7 +287,10 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The send has started on the plugin's runtime: shutdown finds it in flight.
+        while HANGING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
         let closing = std::sync::Arc::clone(&adapter);
         tokio::task::spawn_blocking(move || closing.shutdown(Duration::from_millis(50)))
             .await

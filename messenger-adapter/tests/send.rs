@@ -819,7 +819,7 @@ async fn bad_operation_input_is_refused_before_any_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_fails_new_work_and_completes_in_flight_callbacks() {
     let (graph, adapter) = setup("").await;
-    graph.set_delay(Duration::from_secs(5));
+    graph.script([Scripted::hang()]);
     let adapter = std::sync::Arc::new(adapter);
     let in_flight = {
         let adapter = std::sync::Arc::clone(&adapter);

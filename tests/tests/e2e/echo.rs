@@ -4,7 +4,7 @@
 use e2e::{fake_graph, library, HostBuilder};
 use serde_json::json;
 
-use crate::SETTLE;
+use crate::{calls_once_processed, processed};
 
 const SECRET: &str = "test-echo-secret";
 
@@ -31,12 +31,13 @@ async fn an_echo_webhook_is_answered_at_the_send_url() {
             .send()
     };
     assert_eq!(post("wrong").await.unwrap().status(), 403);
-    assert!(endpoint.wait_for(0, SETTLE).await.is_empty());
+    processed(&host).await;
+    assert!(endpoint.calls().is_empty());
     assert_eq!(post(SECRET).await.unwrap().status(), 200);
     // Sent again, byte for byte: a duplicate, answered 200 and not replied to.
     assert_eq!(post(SECRET).await.unwrap().status(), 200);
 
-    let calls = endpoint.wait_for(1, SETTLE).await;
+    let calls = calls_once_processed(&host, &endpoint, 1).await;
     assert_eq!(calls.len(), 1, "{calls:#?}\n{}", host.log());
     assert_eq!(calls[0].method, "POST");
     assert_eq!(calls[0].path, "/send");

@@ -13,7 +13,7 @@ use std::{
 use e2e::{fake_graph, host_bin, messenger_plugin, sign, workspace_root};
 use host_example::config::Config;
 
-use crate::SETTLE;
+use crate::delivery::until;
 
 /// The variables the example reads, with values for the tests.
 const ENV: &[(&str, &str)] = &[
@@ -166,10 +166,19 @@ async fn a_host_started_from_the_example_config_answers_and_replies() {
             .await
             .unwrap()
             .status();
+        if status == 200 {
+            // The reply, then the host's queue empty: nothing more is coming.
+            until("the reply", || async { !graph.calls().is_empty() }).await;
+            until("every accepted event processed", || async {
+                let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap();
+                e2e::sample(&metrics.text().await.unwrap(), "dmflow_queue_depth") == Some(0.0)
+            })
+            .await;
+        }
         (challenge.unwrap(), status.as_u16())
     }
     .await;
-    let calls = graph.wait_for(1, SETTLE).await;
+    let calls = graph.calls();
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(served, ("42".to_owned(), 200));

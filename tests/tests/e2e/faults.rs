@@ -2,12 +2,12 @@
 //! retried and delivered once, permanent ones are given up, visible in logs and
 //! metrics, and not retried after a restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::{fake_graph, fixture, sign, Host, HostBuilder, Scripted, APP_SECRET};
 use serde_json::{json, Value};
 
-use crate::post;
+use crate::{control_in, delivery::until, post};
 
 fn message_from(user: &str) -> Vec<u8> {
     let mut body: Value = serde_json::from_slice(&fixture("message_text")).unwrap();
@@ -38,7 +38,7 @@ fn ok() -> Scripted {
 async fn transient_failures_are_delivered_once_and_permanent_ones_given_up() {
     let graph = fake_graph().await;
     let builder = HostBuilder::new(&graph.url);
-    let host = builder.start();
+    let mut host = builder.start();
     let usage = r#"{"1":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":0}]}"#;
     let plan: Vec<(&str, Vec<Scripted>, usize)> = vec![
         (
@@ -93,15 +93,10 @@ async fn transient_failures_are_delivered_once_and_permanent_ones_given_up() {
             post(&host, &body, Some(&sign(APP_SECRET, &body))).await.0,
             200
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sends(&host).await < (i + 1) as f64 {
-            assert!(
-                Instant::now() < deadline,
-                "{user} never finished:\n{}",
-                host.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(&format!("{user} to finish"), || async {
+            sends(&host).await >= (i + 1) as f64
+        })
+        .await;
         expected_calls += calls;
         assert_eq!(
             graph.calls().len(),
@@ -135,10 +130,27 @@ async fn transient_failures_are_delivered_once_and_permanent_ones_given_up() {
         log.contains("SandboxTrace"),
         "the fbtrace_id is logged:\n{log}"
     );
-    drop(host);
+    let status = tokio::task::block_in_place(|| host.terminate(Duration::from_secs(30)));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", host.log());
 
-    // Given up means given up: a restart does not try them again.
+    // Given up means given up: a restart does not try them again. The controls,
+    // later in the same conversations, are answered after any retry would have been.
     let restarted = builder.start();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(graph.calls().len(), expected_calls, "{}", restarted.log());
+    for user in ["u190", "u551"] {
+        control_in(&restarted, &graph, "1", user).await;
+    }
+    let tries = |text: &str| {
+        graph
+            .calls()
+            .iter()
+            .filter(|c| c.text() == Some(text))
+            .count()
+    };
+    assert_eq!(tries("to u190"), 1, "{}", restarted.log());
+    assert_eq!(tries("to u551"), 1, "{}", restarted.log());
+    assert!(
+        !restarted.log().contains("resuming events"),
+        "{}",
+        restarted.log()
+    );
 }

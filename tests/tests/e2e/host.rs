@@ -5,7 +5,7 @@ use std::{process::Command, time::Duration};
 use e2e::{fake_graph, fixture, host_bin, messenger_plugin, plugins_listing, HostBuilder};
 use serde_json::Value;
 
-use crate::{delivery::until, post, post_signed};
+use crate::{calls_once_processed, delivery::until, post, post_signed};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_lists_plugins_and_channels() {
@@ -54,7 +54,7 @@ async fn a_body_over_the_limit_is_413_and_the_host_keeps_serving() {
     let (status, _) = post(&host, &big, Some("sha256=00")).await;
     assert_eq!(status, 413);
     post_signed(&host, &fixture("message_text")).await;
-    assert_eq!(graph.wait_for(1, crate::SETTLE).await.len(), 1);
+    assert_eq!(calls_once_processed(&host, &graph, 1).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,7 +85,7 @@ async fn a_broken_library_in_the_plugins_folder_is_reported_and_skipped() {
         host.log()
     );
     post_signed(&host, &fixture("message_text")).await;
-    assert_eq!(graph.wait_for(1, crate::SETTLE).await.len(), 1);
+    assert_eq!(calls_once_processed(&host, &graph, 1).await.len(), 1);
 }
 
 #[test]
@@ -325,7 +325,7 @@ async fn log_json_writes_one_json_object_per_line() {
     let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).arg("--log-json").start();
     post_signed(&host, &fixture("message_text")).await;
-    graph.wait_for(1, crate::SETTLE).await;
+    calls_once_processed(&host, &graph, 1).await;
     let log = host.log();
     let lines: Vec<Value> = log
         .lines()

@@ -3,7 +3,7 @@
 use e2e::{fake_graph, fixture, fixture_of, library, HostBuilder};
 use serde_json::json;
 
-use crate::{post_signed, SETTLE};
+use crate::{calls_once_processed, post_signed};
 
 const LINE_SECRET: &str = "test-line-channel-secret";
 
@@ -33,7 +33,7 @@ async fn a_signed_line_message_is_answered_with_its_reply_token() {
     assert_eq!(send("d3Jvbmc=").await.unwrap().status(), 403);
     assert_eq!(send(&signature).await.unwrap().status(), 200);
 
-    let calls = line_api.wait_for(1, SETTLE).await;
+    let calls = calls_once_processed(&host, &line_api, 1).await;
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_eq!(calls[0].path, "/v2/bot/message/reply");
     assert_eq!(calls[0].headers["authorization"], "Bearer line-token");
@@ -58,9 +58,9 @@ async fn a_signed_line_message_is_answered_with_its_reply_token() {
             .status();
         assert_eq!(status, 200, "{name}");
     }
-    assert_eq!(line_api.wait_for(2, SETTLE).await.len(), 1);
+    assert_eq!(calls_once_processed(&host, &line_api, 1).await.len(), 1);
 
     // The Messenger channel of the same host is unaffected.
     post_signed(&host, &fixture("message_text")).await;
-    assert_eq!(graph.wait_for(1, SETTLE).await.len(), 1);
+    assert_eq!(calls_once_processed(&host, &graph, 1).await.len(), 1);
 }

@@ -3,7 +3,7 @@
 use e2e::{appsecret_proof, fake_graph, fixture, page_token, GraphCall, HostBuilder};
 use serde_json::json;
 
-use crate::{post_signed, SETTLE};
+use crate::{calls_once_processed, control_in, post_signed};
 
 fn assert_sent_as(call: &GraphCall, page: &str) {
     assert_eq!(call.method, "POST");
@@ -23,7 +23,9 @@ async fn a_text_message_gets_exactly_one_reply() {
     let host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_text")).await;
 
-    let calls = graph.wait_for(1, SETTLE).await;
+    // The control, later in the same conversation, is answered after any second
+    // reply to the first message would have been.
+    let calls = control_in(&host, &graph, "1", "2").await;
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_sent_as(&calls[0], "1");
     assert_eq!(
@@ -50,14 +52,14 @@ async fn quick_replies_and_postbacks_are_answered_with_their_payloads() {
     let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_quick_reply")).await;
-    let calls = graph.wait_for(1, SETTLE).await;
+    let calls = calls_once_processed(&host, &graph, 1).await;
     assert_eq!(calls.len(), 1);
     assert_sent_as(&calls[0], "682498302938465");
     assert_eq!(calls[0].recipient(), "1254459154682919");
     assert_eq!(calls[0].text(), Some("DEVELOPER_DEFINED_PAYLOAD"));
 
     post_signed(&host, &fixture("postback")).await;
-    let calls = graph.wait_for(2, SETTLE).await;
+    let calls = calls_once_processed(&host, &graph, 2).await;
     assert_eq!(calls.len(), 2);
     assert_sent_as(&calls[1], "0");
     assert_eq!(calls[1].text(), Some("USER_DEFINED_PAYLOAD"));
@@ -68,7 +70,7 @@ async fn an_image_is_sent_back_by_url() {
     let graph = fake_graph().await;
     let host = HostBuilder::new(&graph.url).start();
     post_signed(&host, &fixture("message_image")).await;
-    let calls = graph.wait_for(1, SETTLE).await;
+    let calls = calls_once_processed(&host, &graph, 1).await;
     assert_eq!(calls.len(), 1);
     assert_eq!(
         calls[0].body["message"]["attachment"],
@@ -88,7 +90,7 @@ async fn every_entry_and_every_item_is_answered_with_its_pages_token() {
     let host = HostBuilder::new(&graph.url).start();
 
     post_signed(&host, &fixture("batched_multi_entry")).await;
-    let mut calls = graph.wait_for(2, SETTLE).await;
+    let mut calls = calls_once_processed(&host, &graph, 2).await;
     assert_eq!(calls.len(), 2, "{calls:#?}");
     calls.sort_by(|a, b| a.text().cmp(&b.text()));
     assert_eq!(calls[0].text(), Some("test 1"));
@@ -97,7 +99,7 @@ async fn every_entry_and_every_item_is_answered_with_its_pages_token() {
     assert_sent_as(&calls[1], "189538289069256");
 
     post_signed(&host, &fixture("multi_entry_multi_item")).await;
-    let calls = graph.wait_for(6, SETTLE).await;
+    let calls = calls_once_processed(&host, &graph, 6).await;
     assert_eq!(calls.len(), 6, "{calls:#?}");
     let texts = |page: &str| -> Vec<String> {
         calls[2..]
@@ -126,8 +128,11 @@ async fn echoes_reads_deliveries_and_standby_get_no_reply() {
         post_signed(&host, &fixture(name)).await;
     }
     assert!(
-        graph.wait_for(1, SETTLE).await.is_empty(),
+        calls_once_processed(&host, &graph, 0).await.is_empty(),
         "{:#?}",
         graph.calls()
     );
+    // The control: a message after them is answered, and only it.
+    assert_eq!(control_in(&host, &graph, "1", "2").await.len(), 0);
+    assert_eq!(graph.calls().len(), 1);
 }

@@ -68,7 +68,7 @@ fn queue_files_are_created_readable_by_the_host_user_only() {
     let builder = world.host();
     let host = builder.start();
     world.post_signed(&host, &fixture("message_text"));
-    assert_eq!(world.graph_calls(1), 1);
+    assert_eq!(world.graph_calls(&host, 1), 1);
     let mut files = Vec::new();
     for entry in std::fs::read_dir(builder.dir()).unwrap() {
         let entry = entry.unwrap();
