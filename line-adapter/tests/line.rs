@@ -199,7 +199,8 @@ async fn setup() -> (SandboxGraph, Adapter) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reply_token_is_used_once_then_pushes_follow() {
+async fn a_message_with_a_reply_token_is_a_reply_and_one_without_is_a_push_with_one_retry_key_across_tries(
+) {
     let (api, adapter) = setup().await;
     let mut message = OutboundMessage::text("Udest", "Uuser", "Pick one");
     message.reply_token = ROption::RSome("reply-token-1".into());
@@ -245,6 +246,26 @@ async fn a_reply_token_is_used_once_then_pushes_follow() {
         calls[1].headers["x-line-retry-key"],
         calls[2].headers["x-line-retry-key"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_token_is_used_for_the_first_part_only_and_the_later_parts_are_pushed() {
+    let (api, adapter) = setup().await;
+    let mut message = reply("");
+    let texts: Vec<Value> = (0..7)
+        .map(|i| json!({ "type": "text", "text": format!("line {i}") }))
+        .collect();
+    message.raw_json = Value::Array(texts).to_string().into();
+    let receipt = send(&adapter, message).await.unwrap();
+    assert_eq!(receipt.parts, 2);
+    let calls = api.calls();
+    let paths: Vec<_> = calls.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/v2/bot/message/reply", "/v2/bot/message/push"]);
+    assert_eq!(calls[0].body["replyToken"], "reply-token");
+    assert_eq!(calls[0].body["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(calls[1].body.get("replyToken"), None, "{:?}", calls[1].body);
+    assert_eq!(calls[1].body["to"], "Uuser");
+    assert_eq!(calls[1].body["messages"][0]["text"], "line 5");
 }
 
 #[tokio::test(flavor = "multi_thread")]

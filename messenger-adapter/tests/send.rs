@@ -25,6 +25,48 @@ fn adapter(graph: &str, extra: &str) -> Adapter {
     Adapter::new(channel::adapter(&settings, Log::default()).unwrap())
 }
 
+/// Host services that keep every log record the plugin writes.
+#[derive(Clone, Default)]
+struct Records(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl adapter_api::HostServices for Records {
+    fn log_enabled(&self, _: adapter_api::LogLevel) -> bool {
+        true
+    }
+
+    fn log(
+        &self,
+        _: adapter_api::LogLevel,
+        _: adapter_api::abi_stable::std_types::RStr<'_>,
+        message: adapter_api::abi_stable::std_types::RStr<'_>,
+    ) {
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+impl Records {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// [`adapter`], logging into the returned records.
+fn logging_adapter(graph: &str, extra: &str) -> (Adapter, Records) {
+    let settings = format!(
+        r#"{{"app_secret":"s","verify_token":"v","graph_api_base":"{graph}",
+            "pages":[{{"id":"{PAGE}","access_token":"{TOKEN}"}}],
+            "backoff_base_ms":5,"backoff_max_ms":50{extra}}}"#
+    );
+    let records = Records::default();
+    let host = adapter_api::HostServices_TO::from_value(
+        records.clone(),
+        adapter_api::abi_stable::sabi_trait::TD_Opaque,
+    );
+    let log = Log::to_host(host, "messenger_adapter");
+    let adapter = Adapter::new(channel::adapter(&settings, log).unwrap());
+    (adapter, records)
+}
+
 async fn setup(extra: &str) -> (SandboxGraph, Adapter) {
     let graph = SandboxGraph::start().await.unwrap();
     let adapter = adapter(&graph.url, extra);
@@ -531,7 +573,7 @@ async fn hang_up_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dropped_and_refused_connections() {
+async fn a_hang_up_after_sending_is_not_resent_and_a_refused_connection_is_retried() {
     // Hung up after the request was sent: it may have been processed; not resent,
     // and reported as an unknown outcome.
     let (url, accepted) = hang_up_server().await;
@@ -544,11 +586,18 @@ async fn dropped_and_refused_connections() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
-    let err = send(&adapter(&closed, r#","max_attempts":3"#), text("x"))
-        .await
-        .unwrap_err();
+    let (adapter, log) = logging_adapter(&closed, r#","max_attempts":3"#);
+    let err = send(&adapter, text("x")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::TRANSIENT, "{err}");
     assert!(err.message.contains("Graph API request failed"), "{err}");
+    let retries: Vec<_> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("of 3), retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 2, "tried three times: {retries:?}");
+    assert!(retries[0].contains("(try 1 of 3)"), "{retries:?}");
+    assert!(retries[1].contains("(try 2 of 3)"), "{retries:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
