@@ -260,3 +260,58 @@ async fn sends_through_the_plugin_share_requests() {
     assert!(requests < 150.0, "{requests} requests for 200 calls");
     assert!(calls.iter().all(|c| c.batch.unwrap_or(1) <= 50));
 }
+
+#[tokio::test]
+async fn a_batch_answered_with_a_success_that_is_not_a_list_is_an_unknown_outcome_for_every_call() {
+    let graph = SandboxGraph::start().await.unwrap();
+    graph.script_batches([Scripted {
+        status: 200,
+        body: json!({ "success": true }),
+        headers: Vec::new(),
+    }]);
+    let results = send_together(&graph, "", 3).await;
+    for (result, tries) in &results {
+        let Err(Error::Transport { not_sent, .. }) = result else {
+            panic!("what was done is unknown: {result:?}");
+        };
+        assert!(!not_sent && *tries == 1, "not resent: {result:?}");
+    }
+    assert_eq!(graph.calls().len(), 3, "nothing sent again");
+}
+
+#[tokio::test]
+async fn a_batch_whose_connection_broke_after_sending_is_an_unknown_outcome_for_every_call() {
+    // A server that reads the batch request and hangs up without answering.
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0; 65536];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+    let settings = Settings::from_json(&settings_json(&url, "")).unwrap();
+    let page = settings.pages[0].clone();
+    let client = Arc::new(Graph::new(settings, Log::default()).unwrap());
+    let mut sends = JoinSet::new();
+    for user in 0..3 {
+        let (client, page) = (Arc::clone(&client), page.clone());
+        sends.spawn(async move { client.send(&page, &body(user), false).await });
+    }
+    for (result, tries) in sends.join_all().await {
+        let Err(Error::Transport { not_sent, .. }) = &result else {
+            panic!("it may have been delivered: {result:?}");
+        };
+        assert!(!not_sent && tries == 1, "not resent: {result:?}");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one batch request, not resent"
+    );
+}

@@ -507,6 +507,57 @@ async fn rate_limits_wait_as_the_usage_headers_say() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn graph_codes_17_32_230_2022_and_2_2018344_get_their_documented_handling() {
+    // (code, subcode, kind, tries with max_attempts 2)
+    for (code, subcode, kind, tries) in [
+        (17, 0, ErrorKind::RATE_LIMITED, 2),
+        (32, 0, ErrorKind::RATE_LIMITED, 2),
+        (230, 0, ErrorKind::PERMANENT, 1),
+        (2022, 0, ErrorKind::PERMANENT, 1),
+        (2, 2_018_344, ErrorKind::PERMANENT, 1),
+        (2, 0, ErrorKind::TRANSIENT, 2),
+    ] {
+        let (graph, adapter) = setup(r#","max_attempts":2"#).await;
+        graph.script([graph_error(code, subcode), graph_error(code, subcode)]);
+        let err = send(&adapter, text("x")).await.unwrap_err();
+        assert_eq!(err.kind, kind, "({code}, {subcode}): {err}");
+        assert_eq!(graph.calls().len(), tries, "({code}, {subcode}) tries");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wait_of_a_rate_limit_is_read_from_x_app_usage_x_page_usage_and_retry_after() {
+    let app = r#"{"call_count":100,"total_time":20,"total_cputime":20,"estimated_time_to_regain_access":2}"#;
+    let page = r#"{"call_count":100,"estimated_time_to_regain_access":3}"#;
+    for (header, value, wait_ms) in [
+        ("x-app-usage", app, 120_000),
+        ("x-page-usage", page, 180_000),
+        ("retry-after", "7", 7_000),
+    ] {
+        let (graph, adapter) = setup("").await;
+        graph.script([graph_error(4, 0).header(header, value)]);
+        let err = send(&adapter, text("x")).await.unwrap_err();
+        assert_eq!(
+            (err.kind, err.retry_after_ms),
+            (ErrorKind::RATE_LIMITED, wait_ms),
+            "{header}: {err}"
+        );
+        assert_eq!(
+            graph.calls().len(),
+            1,
+            "{header}: a wait of seconds is reported"
+        );
+    }
+    // Both: the longer wait wins.
+    let (graph, adapter) = setup("").await;
+    graph.script([graph_error(4, 0)
+        .header("x-page-usage", page)
+        .header("retry-after", "7")]);
+    let err = send(&adapter, text("x")).await.unwrap_err();
+    assert_eq!(err.retry_after_ms, 180_000, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn permanent_errors_are_not_retried_and_come_back_with_code_and_trace() {
     for (code, subcode) in [
         (190, 0),
