@@ -56,7 +56,9 @@ impl ErrorKind {
     pub const INVALID_MESSAGE: Self = Self(9);
     /// The operation named in a generic call is not known to this adapter.
     pub const UNSUPPORTED: Self = Self(10);
-    /// The adapter is shutting down and takes no new work.
+    /// The adapter is shutting down and takes no new work: from `send`, a promise
+    /// that the message was **not** sent. Work cut off under way by a shutdown is
+    /// [`ErrorKind::TIMEOUT`] instead: it may have reached the channel.
     pub const SHUT_DOWN: Self = Self(11);
 
     /// A short lower-case name, for logs and metrics.

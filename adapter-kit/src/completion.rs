@@ -8,7 +8,9 @@ use adapter_api::{
 type Finish<T> = Box<dyn FnOnce(RResult<T, AdapterError>) + Send>;
 
 /// Calls the host back exactly once: with [`Completion::finish`]'s result, or, if it is
-/// dropped unfinished (the runtime stopped, a task was cancelled), with `SHUT_DOWN`.
+/// dropped unfinished (the runtime stopped, a task was cancelled), with `TIMEOUT`: the
+/// work may have taken effect (a request may have reached the channel), so the host
+/// must not take it for work never done.
 pub struct Completion<T: Send + 'static> {
     finish: Option<Finish<T>>,
 }
@@ -47,8 +49,8 @@ impl<T: Send + 'static> Drop for Completion<T> {
     fn drop(&mut self) {
         if let Some(finish) = self.finish.take() {
             finish(RResult::RErr(AdapterError::new(
-                ErrorKind::SHUT_DOWN,
-                "the adapter stopped before the work finished",
+                ErrorKind::TIMEOUT,
+                "the adapter stopped before the work finished; it may have taken effect",
             )));
         }
     }

@@ -60,7 +60,8 @@ impl Executor {
     }
 
     /// Runs `work` and reports its result through `done`; a panic in `work` is reported
-    /// as `PANICKED`, and work after shutdown as `SHUT_DOWN`.
+    /// as `PANICKED`, work refused after shutdown as `SHUT_DOWN`, and work cut off
+    /// by the shutdown as `TIMEOUT` (it may have taken effect).
     pub fn run<T, F>(&self, done: Completion<T>, work: F)
     where
         T: Send + 'static,
@@ -83,8 +84,8 @@ impl Executor {
                     format!("the adapter panicked: {}", panic_text(join.into_panic())),
                 )),
                 Err(_) => Err(AdapterError::new(
-                    ErrorKind::SHUT_DOWN,
-                    "the adapter stopped",
+                    ErrorKind::TIMEOUT,
+                    "the adapter stopped with the work under way; it may have taken effect",
                 )),
             };
             done.finish(result);
@@ -92,7 +93,7 @@ impl Executor {
     }
 
     /// Stops taking work, waits up to `deadline` for work in flight, then stops the
-    /// runtime; unfinished work completes with `SHUT_DOWN`. Blocks; returns how many
+    /// runtime; unfinished work completes with `TIMEOUT` (it may have taken effect). Blocks; returns how many
     /// were still in flight at the deadline.
     pub fn shutdown(&self, deadline: Duration) -> usize {
         self.closed.store(true, Ordering::Release);

@@ -930,8 +930,9 @@ async fn shutdown_fails_new_work_and_completes_in_flight_callbacks() {
     tokio::task::spawn_blocking(move || closing.shutdown(Duration::from_millis(100)))
         .await
         .unwrap();
+    // The request had reached the Graph API: perhaps delivered.
     let err = in_flight.await.unwrap().unwrap_err();
-    assert_eq!(err.kind, ErrorKind::SHUT_DOWN, "{err}");
+    assert_eq!(err.kind, ErrorKind::TIMEOUT, "{err}");
     let err = send(&adapter, text("after")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::SHUT_DOWN);
 }

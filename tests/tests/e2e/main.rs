@@ -20,6 +20,7 @@ mod layout;
 mod line;
 mod logs;
 mod operations;
+mod recovery;
 mod reload;
 mod replies;
 mod signature;

@@ -448,7 +448,10 @@ async fn a_send_under_way_when_its_channel_changes_finishes_on_the_old_adapter()
     // The Graph API holds its answer while the channel is replaced.
     graph.hold();
     post_signed(&host, &message_from("7660", "under-way")).await;
-    until("the send to be under way", || async { graph.in_flight() >= 1 }).await;
+    until("the send to be under way", || async {
+        graph.in_flight() >= 1
+    })
+    .await;
     builder.clone().token_suffix("-new").write(builder.dir());
     hang_up_until_generation(&host, 2.0).await;
     graph.release();
