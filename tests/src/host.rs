@@ -317,11 +317,7 @@ impl Host {
 
     /// Sends SIGHUP: the host reloads its config.
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("HUP");
     }
 
     /// The host's `/metrics` text (from the `[admin]` listener when there is one).
