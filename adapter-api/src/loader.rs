@@ -253,6 +253,17 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
         reason,
     })?;
     let header = lib_header_from_path(path).map_err(|e| LoadError::from_library(path, e))?;
+    // The version first: a plugin of an older minor lacks fields a newer host's root
+    // module has, and the layout check below would refuse it with a report that does
+    // not say why.
+    let built_against = header.version_strings().to_string();
+    if !compatible(API_VERSION, &built_against) {
+        return Err(LoadError::IncompatibleVersion {
+            path: path.to_path_buf(),
+            expected: API_VERSION.to_owned(),
+            found: built_against,
+        });
+    }
     let module = header
         .init_root_module::<AdapterPluginRef>()
         .map_err(|e| LoadError::from_library(path, e))?;
