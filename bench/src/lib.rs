@@ -6,7 +6,7 @@ pub mod proc;
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -264,6 +264,13 @@ pub struct Host {
     /// The process.
     pub child: Child,
     _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// Its config file.
+    pub fn config(&self) -> PathBuf {
+        self._dir.path().join("host.toml")
+    }
 }
 
 impl Drop for Host {

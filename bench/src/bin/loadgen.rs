@@ -84,6 +84,11 @@ struct Args {
     /// whether slow answers come alone or in stalls. With several levels, the last one.
     #[arg(long)]
     latency_log: Option<PathBuf>,
+    /// Every this many milliseconds during the load, rotate the Page tokens in each
+    /// host's config and send it SIGHUP: each reload replaces the channel's adapter
+    /// while webhooks and replies are under way.
+    #[arg(long)]
+    reload_every_ms: Option<u64>,
     /// Folder holding host-example and libmessenger_adapter.so. Default: this program's.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -274,6 +279,9 @@ async fn level(
     let host_ticks = proc::ticks_now(&pids);
     let db_ticks = cluster.map(|c| proc::ticks_now(&c.pids()));
     let started = Instant::now();
+    let reloading = args
+        .reload_every_ms
+        .map(|every| reload_during(&hosts, Duration::from_millis(every), run_for));
     // Open loop: connection `c` sends at `started + (c + k * concurrency) / rate`.
     let period = args
         .rate
@@ -349,6 +357,10 @@ async fn level(
             bodies.len(),
             elapsed.as_secs_f64()
         );
+    }
+    if let Some(reloading) = reloading {
+        let reloads = reloading.join().expect("the reloading thread panicked")?;
+        println!("|   | {reloads} reloads during the load, each replacing the adapter |");
     }
     let sent = latencies.len() as u64;
     let accepted = sent - failures.load(Ordering::Relaxed);
@@ -434,6 +446,38 @@ async fn level(
         );
     }
     Ok(())
+}
+
+/// Rotates the Page tokens in each host's config and sends it SIGHUP every `every`,
+/// for `run_for`; returns how many reloads it asked each host for.
+fn reload_during(
+    hosts: &[bench::Host],
+    every: Duration,
+    run_for: Duration,
+) -> std::thread::JoinHandle<anyhow::Result<u64>> {
+    let hosts: Vec<(PathBuf, u32)> = hosts.iter().map(|h| (h.config(), h.child.id())).collect();
+    std::thread::spawn(move || {
+        let end = Instant::now() + run_for;
+        let mut reloads = 0;
+        while Instant::now() + every < end {
+            std::thread::sleep(every);
+            reloads += 1;
+            for (config, pid) in &hosts {
+                let text = std::fs::read_to_string(config)?;
+                let rotated = if reloads % 2 == 1 {
+                    text.replace("\"token-", "\"rotated-token-")
+                } else {
+                    text.replace("\"rotated-token-", "\"token-")
+                };
+                std::fs::write(config, rotated)?;
+                let status = std::process::Command::new("kill")
+                    .args(["-HUP", &pid.to_string()])
+                    .status()?;
+                anyhow::ensure!(status.success(), "kill -HUP {pid} failed");
+            }
+        }
+        Ok(reloads)
+    })
 }
 
 #[cfg(test)]
