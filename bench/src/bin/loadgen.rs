@@ -360,7 +360,20 @@ async fn level(
     }
     if let Some(reloading) = reloading {
         let reloads = reloading.join().expect("the reloading thread panicked")?;
-        println!("|   | {reloads} reloads during the load, each replacing the adapter |");
+        let mut generations = Vec::new();
+        for url in &host_urls {
+            let metrics = client.get(format!("{url}/metrics")).send().await?.text().await?;
+            let generation = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("dmflow_config_generation "))
+                .unwrap_or("?")
+                .to_owned();
+            generations.push(generation);
+        }
+        println!(
+            "|   | {reloads} reloads asked during the load, each replacing the adapter; config generation now {} |",
+            generations.join(" / ")
+        );
     }
     let sent = latencies.len() as u64;
     let accepted = sent - failures.load(Ordering::Relaxed);
