@@ -330,3 +330,58 @@ async fn a_send_that_panics_or_never_calls_back_is_an_error_not_a_crash() {
     assert_eq!(post_to(&host, "panics", "s3").await, 200);
     assert_eq!(post_to(&host, "hangs", "s4").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_channels_accepted_events_wait_in_the_queue_and_are_each_sent_once_it_is_back() {
+    let graph = fake_graph().await;
+    let channel = |settings: &str| faulty_channel("wobbly", settings);
+    let builder = HostBuilder::new(&graph.url)
+        .server("send_timeout_ms = 1000")
+        .plugin_file(library("faulty_plugin"));
+    let host = builder
+        .clone()
+        .channels(&channel("send = \"hang\""))
+        .start();
+    // The first event's send hangs; two more wait behind it in its conversation.
+    for id in ["w1", "w2", "w3"] {
+        assert_eq!(post_to(&host, "wobbly", id).await, 200);
+    }
+    // Meanwhile the channel's adapter can no longer be built.
+    builder
+        .clone()
+        .channels(&channel("new = \"error\""))
+        .write(builder.dir());
+    host.hangup();
+    eventually(&host, "the channel to go down", || async {
+        channel_status(&health(&host).await, "wobbly")["status"] == "down"
+    })
+    .await;
+    eventually(&host, "the hanging send to be cut off", || async {
+        host.metric("dmflow_sends_total{channel=\"wobbly\",outcome=\"timeout\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(replies_sent(&host, "wobbly").await, 0.0);
+    assert_eq!(
+        host.metric("dmflow_queue_depth").await,
+        2.0,
+        "{}",
+        host.log()
+    );
+
+    // A working adapter again: the two waiting events go out, once each.
+    builder.clone().channels(&channel("")).write(builder.dir());
+    host.hangup();
+    eventually(&host, "the waiting replies", || async {
+        replies_sent(&host, "wobbly").await >= 2.0
+    })
+    .await;
+    crate::processed(&host).await;
+    assert_eq!(post_to(&host, "wobbly", "w4").await, 200);
+    eventually(&host, "the control reply", || async {
+        replies_sent(&host, "wobbly").await >= 3.0
+    })
+    .await;
+    assert_eq!(replies_sent(&host, "wobbly").await, 3.0);
+}
