@@ -113,6 +113,9 @@ struct Inner {
     send_timeout: Duration,
     retry_for: Duration,
     resend_unknown: bool,
+    /// Set when the shutdown's grace is over: no send starts after it, so that the
+    /// events not begun stay in the queue untouched for the next start.
+    stopped: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -160,6 +163,7 @@ impl Dispatcher {
                 send_timeout: settings.send_timeout,
                 retry_for: settings.retry_for,
                 resend_unknown: settings.resend_unknown,
+                stopped: std::sync::atomic::AtomicBool::new(false),
                 metrics,
             }),
         }
@@ -296,6 +300,8 @@ impl Dispatcher {
                     return;
                 }
                 delivery::Step::Lost => self.inner.store.release(&job.key),
+                // Left as it is in the queue; the process is ending.
+                delivery::Step::Stopped => return,
             }
             let mut queues = self.queues();
             queues.pending -= 1;
@@ -351,15 +357,19 @@ impl Dispatcher {
     /// Stops taking events and waits up to `grace` for the accepted ones to be
     /// processed. Parked events (a retry later) are not waited for: they stay in the
     /// queue for the next start. Returns whether everything was processed in time.
+    ///
+    /// Once it returns, no send starts any more: a send already under way finishes
+    /// (or is cut off when its adapter shuts down), and the events after it stay in
+    /// the queue as they are.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.queues().closed = true;
         let deadline = Instant::now() + grace;
         loop {
             let idle = self.inner.idle.notified();
-            if self.settled() {
-                return self.depth() == 0;
-            }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            if self.settled() || tokio::time::timeout_at(deadline, idle).await.is_err() {
+                self.inner
+                    .stopped
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 return self.depth() == 0;
             }
         }

@@ -59,13 +59,12 @@ struct Args {
     /// host's stalls are counted in full (no coordinated omission).
     #[arg(long)]
     rate: Option<u64>,
-    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones, as the
-    /// benchmarks before 2026-11-26 07:40 UTC sent: cheaper for the store's id index.
+    /// Message ids in order (`m_<seq>_…`) instead of random-looking ones: cheaper for
+    /// the store's id index, and unlike Messenger's.
     #[arg(long)]
     sequential_mids: bool,
-    /// Give every event the same time (as the benchmarks before 2026-11-26 11:00 UTC
-    /// did) instead of about when it is sent: the store then finds no order in its
-    /// keys but the ids'.
+    /// Give every event the same time instead of about when it is sent: the store then
+    /// finds no order in its keys but the ids'.
     #[arg(long)]
     one_event_time: bool,
     /// The host's `[queue] remember_secs` (default a day): with a few seconds, the
@@ -362,7 +361,12 @@ async fn level(
         let reloads = reloading.join().expect("the reloading thread panicked")?;
         let mut generations = Vec::new();
         for url in &host_urls {
-            let metrics = client.get(format!("{url}/metrics")).send().await?.text().await?;
+            let metrics = client
+                .get(format!("{url}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
             let generation = metrics
                 .lines()
                 .find_map(|l| l.strip_prefix("dmflow_config_generation "))

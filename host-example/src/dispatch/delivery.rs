@@ -72,6 +72,9 @@ pub(super) enum Step {
     /// This host no longer owns it (a shared queue's partition was lost): another
     /// host processes it.
     Lost,
+    /// The host is stopping: nothing more is started; the job stays in the queue as
+    /// it is, for the next start.
+    Stopped,
 }
 
 /// Sends what is left of `job`'s replies.
@@ -104,6 +107,9 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Step {
             let until = channel.retry_at().map(Instant::from_std);
             return Step::Wait(until.map_or(Instant::now() + WAIT_BRIEFLY, |at| at.max(soon)));
         };
+        if inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return Step::Stopped;
+        }
         match inner.store.start_send(&job.key, index).await {
             Ok(()) => {}
             Err(StoreError::Fenced) => return lost(job),

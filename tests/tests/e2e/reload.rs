@@ -475,3 +475,33 @@ async fn a_send_under_way_when_its_channel_changes_finishes_on_the_old_adapter()
     );
     assert_eq!(delivered(&graph, "under-way"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_upgraded_under_a_new_file_name_takes_over_its_channels_at_the_reload() {
+    let graph = fake_graph().await;
+    let builder = HostBuilder::new(&graph.url);
+    let host = builder.start();
+    let plugins = builder.dir().join("plugins");
+    let old = plugins.join(e2e::messenger_plugin().file_name().unwrap());
+    let new = plugins.join(format!(
+        "{}messenger_adapter_v2{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    e2e::install(&e2e::messenger_plugin(), &new);
+    std::fs::remove_file(&old).unwrap();
+    hang_up_until_generation(&host, 2.0).await;
+
+    let log = host.log();
+    assert!(log.contains("changed [messenger]"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("plugin loaded") && l.contains("messenger_adapter_v2")),
+        "{log}"
+    );
+    post_signed(&host, &message_from("7670", "after-upgrade")).await;
+    until("the reply through the new library", || async {
+        delivered(&graph, "after-upgrade") >= 1
+    })
+    .await;
+}
