@@ -303,7 +303,8 @@ impl Config {
                     "is exclusive with queue.path: a queue is a file or a database".to_owned(),
                 ));
             }
-            let expanded = vars::expand(url, &env)
+            let sources = vars::Sources { env: &env, base };
+            let expanded = vars::expand(url, &sources)
                 .map_err(|reason| invalid("queue.url".to_owned(), reason))?;
             if !expanded.starts_with("postgres://") && !expanded.starts_with("postgresql://") {
                 return Err(invalid(
@@ -396,8 +397,14 @@ impl Config {
             }
             if channel.enabled {
                 let mut bare = Vec::new();
-                vars::substitute_table(&mut channel.settings, &key("settings"), &env, &mut bare)
-                    .map_err(|(key, reason)| invalid(key, reason))?;
+                let sources = vars::Sources { env: &env, base };
+                vars::substitute_table(
+                    &mut channel.settings,
+                    &key("settings"),
+                    &sources,
+                    &mut bare,
+                )
+                .map_err(|(key, reason)| invalid(key, reason))?;
                 warnings.extend(bare.into_iter().map(|key| {
                     format!(
                         "{file}: {key}: a $ followed by a name is taken literally; \

@@ -344,3 +344,35 @@ async fn a_host_name_that_does_not_resolve_is_an_error_naming_the_key() {
     );
     assert!(!err.contains("nowhere"), "{err}");
 }
+
+#[test]
+fn a_file_reference_is_filled_from_the_file_beside_the_config_without_its_line_break() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/token"), "from-a-file\n").unwrap();
+    let text = GOOD.replace("${TOKEN}", "${file:secrets/token}");
+    let config = Config::parse(&text, "host.toml", dir.path(), env).unwrap();
+    let settings: serde_json::Value =
+        serde_json::from_str(&config.channels[0].settings_json()).unwrap();
+    assert_eq!(settings["pages"][0]["access_token"], "from-a-file");
+}
+
+#[test]
+fn a_missing_or_empty_secret_file_is_an_error_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    for (file, expected) in [
+        ("missing", "missing: No such file or directory"),
+        ("empty", "empty is empty"),
+    ] {
+        let text = GOOD.replace("${SECRET}", &format!("${{file:{file}}}"));
+        let err = Config::parse(&text, "host.toml", dir.path(), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("host.toml: channels[0].settings.app_secret: "),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{err}");
+    }
+}

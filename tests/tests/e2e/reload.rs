@@ -505,3 +505,43 @@ async fn a_plugin_upgraded_under_a_new_file_name_takes_over_its_channels_at_the_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_read_from_a_file_is_read_again_by_a_reload() {
+    let graph = fake_graph().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("shop-token");
+    std::fs::write(&file, "file-secret-one\n").unwrap();
+    let shop = shop_channel(&graph).replace(
+        "access_token = \"shop-token\"",
+        &format!("access_token = \"${{file:{}}}\"", file.display()),
+    );
+    let builder = HostBuilder::new(&graph.url).channels(&shop);
+    let host = builder.start();
+    let body = message_from("7680", "with-the-first-token");
+    assert_eq!(post_to(&host, "shop", SHOP_SECRET, &body).await, 200);
+    until("the first reply", || async {
+        delivered(&graph, "with-the-first-token") >= 1
+    })
+    .await;
+    assert_eq!(token_of(&graph, "with-the-first-token"), "file-secret-one");
+
+    // The secret is rotated in its file; host.toml is untouched.
+    std::fs::write(&file, "file-secret-two\n").unwrap();
+    hang_up_until_generation(&host, 2.0).await;
+    let body = message_from("7680", "with-the-second-token");
+    assert_eq!(post_to(&host, "shop", SHOP_SECRET, &body).await, 200);
+    until("the reply after the rotation", || async {
+        delivered(&graph, "with-the-second-token") >= 1
+    })
+    .await;
+    assert_eq!(token_of(&graph, "with-the-second-token"), "file-secret-two");
+    assert!(host.log().contains("changed [shop]"), "{}", host.log());
+    let leaked: Vec<_> = host
+        .log()
+        .lines()
+        .filter(|l| l.contains("file-secret"))
+        .map(str::to_owned)
+        .collect();
+    assert!(leaked.is_empty(), "a token in the log: {leaked:?}");
+}
