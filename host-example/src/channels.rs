@@ -190,12 +190,15 @@ impl Channel {
         self.rebuild_later();
     }
 
-    /// Puts an adapter built from setup `version` in place (`restart`: in place of
-    /// a failed one), or takes the channel down for the next delay. Starts no
-    /// rebuild. An adapter built from a setup replaced meanwhile is dropped unused.
+    /// Puts an adapter built from setup `version` in place (`restart`: by the
+    /// breaker, in place of a failed one), or takes the channel down for the next
+    /// delay. Starts no rebuild. An adapter built from a setup replaced meanwhile is
+    /// dropped unused, and so is the breaker's build when a replacement has put the
+    /// channel up meanwhile: it never takes down a channel that is up.
     fn built(&self, version: u64, built: Result<Adapter, AdapterError>, restart: bool) -> Built {
         let mut state = self.write();
-        if state.setup.version != version {
+        let up = matches!(state.health, Health::Up { .. });
+        if state.setup.version != version || (restart && up) {
             return Built::Stale;
         }
         let plugin = state.setup.library.info.id.clone();
