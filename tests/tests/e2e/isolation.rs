@@ -385,3 +385,65 @@ async fn a_down_channels_accepted_events_wait_in_the_queue_and_are_each_sent_onc
     .await;
     assert_eq!(replies_sent(&host, "wobbly").await, 3.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_wait_while_a_fresh_adapter_is_being_built_then_go_out_on_it() {
+    let graph = fake_graph().await;
+    let barrier_dir = tempfile::tempdir().unwrap();
+    let barrier = barrier_dir.path().join("go");
+    let builder = HostBuilder::new(&graph.url).plugin_file(library("faulty_plugin"));
+    // A first host accepts two events of one conversation: the first one's send
+    // hangs, the second waits behind it; then the host is killed.
+    let mut first = builder
+        .clone()
+        .channels(&faulty_channel("gate", "send = \"hang\""))
+        .start();
+    for id in ["g1", "g2"] {
+        assert_eq!(post_to(&first, "gate", id).await, 200);
+    }
+    eventually(&first, "both events accepted", || async {
+        first.metric("dmflow_queue_depth").await == 2.0
+    })
+    .await;
+    tokio::task::block_in_place(|| first.kill());
+
+    // The next host cannot build the adapter at first; its breaker's next build
+    // waits on a barrier: the channel is down, its retry time past, a build under way.
+    let host = builder
+        .clone()
+        .channels(&faulty_channel(
+            "gate",
+            &format!("new = \"error-then-wait:{}\"", barrier.display()),
+        ))
+        .start();
+    eventually(
+        &host,
+        "the fresh adapter's build to be under way",
+        || async {
+            let health = health(&host).await;
+            let gate = channel_status(&health, "gate");
+            gate["status"] == "down" && gate["retry_in_ms"] == 0
+        },
+    )
+    .await;
+    assert_eq!(replies_sent(&host, "gate").await, 0.0);
+    assert_eq!(
+        host.metric("dmflow_queue_depth").await,
+        1.0,
+        "{}",
+        host.log()
+    );
+
+    std::fs::write(&barrier, "").unwrap();
+    eventually(&host, "the waiting reply on the fresh adapter", || async {
+        replies_sent(&host, "gate").await >= 1.0
+    })
+    .await;
+    crate::processed(&host).await;
+    assert_eq!(replies_sent(&host, "gate").await, 1.0);
+    assert_eq!(
+        host.metric("dmflow_adapter_restarts_total{channel=\"gate\"}")
+            .await,
+        1.0
+    );
+}

@@ -6,7 +6,9 @@
 //! channel) of the library, and later calls work. A webhook body is
 //! `{"user": "...", "text": "..."}` and becomes one message event (so the example
 //! bot answers it). `"new": "fail"` refuses the settings (`invalid_settings`);
-//! `"new": "error"` fails in another way (`transient`).
+//! `"new": "error"` fails in another way (`transient`). `"new":
+//! "error-then-wait:PATH"` fails the first construction (`transient`), and every
+//! later one waits until the file PATH exists (a barrier for the tests), then works.
 #![allow(unsafe_code)] // the export macro expands to unsafe code
 #![allow(clippy::manual_async_fn)] // the trait's futures are 'static
 
@@ -64,7 +66,17 @@ extern "C" fn new_adapter(
         let settings: Value = serde_json::from_str(json).unwrap_or(Value::Null);
         let mode = |k: &str| settings[k].as_str().unwrap_or("ok").to_owned();
         let new = mode("new");
-        if panics(&new, &NEW_CALLS) {
+        if let Some(barrier) = new.strip_prefix("error-then-wait:") {
+            if NEW_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(AdapterError::new(
+                    ErrorKind::TRANSIENT,
+                    "faulty: told to fail the first time",
+                ));
+            }
+            while !std::path::Path::new(barrier).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        } else if panics(&new, &NEW_CALLS) {
             panic!("faulty: told to panic in new_adapter");
         }
         match new.as_str() {
