@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The operator's routes, to merge into a router with the host's state.
 pub fn routes() -> Router<Arc<AppState>> {

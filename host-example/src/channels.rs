@@ -14,10 +14,9 @@ use std::{
 };
 
 use adapter_api::{Adapter, AdapterError, ErrorKind, LoadedPlugin, PluginInfo};
-use anyhow::bail;
 
 use self::backoff::Backoff;
-use crate::{config::Config, host_services, metrics::ChannelMetrics};
+use crate::{host_services, metrics::ChannelMetrics};
 
 /// An enabled channel: its name, the plugin behind it, and its adapter.
 pub struct Channel {
@@ -341,44 +340,4 @@ pub(crate) fn new_adapter(
         ))
     })
     .map(Adapter::new)
-}
-
-/// Loads the plugins folder and creates the adapter of channel `name` only: for
-/// one-off channel operations from the command line.
-pub fn open_one(config: &Config, name: &str) -> anyhow::Result<Arc<Adapter>> {
-    let Some((i, channel)) = config
-        .channels
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.name == name)
-    else {
-        let names: Vec<_> = config.channels.iter().map(|c| c.name.as_str()).collect();
-        bail!(
-            "no channel {name:?} in the config (channels: {})",
-            names.join(", ")
-        );
-    };
-    if !channel.enabled {
-        bail!("channels[{i}] ({name}) is disabled in the config");
-    }
-    let dir = &config.server.plugins_dir;
-    let set = crate::roster::folder::read(config)?;
-    let Some(library) = set.get(&channel.plugin) else {
-        bail!(
-            "{}: channels[{i}].plugin: no plugin {:?} in {}",
-            config.file,
-            channel.plugin,
-            dir.display()
-        );
-    };
-    match new_adapter(library, name, &channel.settings_json()) {
-        Ok(adapter) => Ok(Arc::new(adapter)),
-        Err(err) if err.kind == ErrorKind::INVALID_SETTINGS => {
-            bail!("{}: channels[{i}] ({name}): {}", config.file, err.message)
-        }
-        Err(err) => bail!(
-            "channels[{i}] ({name}): the {} plugin could not create the adapter: {err}",
-            library.info.id
-        ),
-    }
 }

@@ -16,6 +16,7 @@ pub mod os;
 pub mod pg_cluster;
 pub mod roster;
 pub mod server;
+pub mod state;
 pub mod store;
 
 use std::{
@@ -34,7 +35,7 @@ use crate::{
     listen::{Door, Timeouts},
     metrics::Metrics,
     roster::Roster,
-    server::{AppState, BodyBudget},
+    state::{AppState, BodyBudget},
     store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue},
 };
 

@@ -233,7 +233,7 @@ fn channel_operation(words: Vec<OsString>) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
-        let adapter = host_example::channels::open_one(&config, &channel)?;
+        let adapter = host_example::roster::open_one(&config, &channel)?;
         let timeout = std::time::Duration::from_millis(args.timeout_ms);
         let result = adapter.call(&op, &input, timeout).await;
         tokio::task::spawn_blocking(move || adapter.shutdown(std::time::Duration::from_secs(5)))

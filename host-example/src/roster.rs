@@ -11,6 +11,8 @@
 
 pub(crate) mod folder;
 
+pub use self::folder::open_one;
+
 use std::{
     collections::HashMap,
     path::PathBuf,

@@ -9,9 +9,10 @@ use std::{
     time::SystemTime,
 };
 
-use adapter_api::{load_plugins, LoadError, PluginSet};
+use adapter_api::{load_plugins, Adapter, ErrorKind, LoadError, PluginSet};
+use anyhow::bail;
 
-use crate::config::Config;
+use crate::{channels::new_adapter, config::Config};
 
 /// What identifies a library file's content without reading it: a library written
 /// in place or replaced by another file gets a different stamp.
@@ -118,6 +119,46 @@ fn report_loaded(plugin: &adapter_api::LoadedPlugin) {
             api = %plugin.info.api_version,
             "plugin loaded through a symbolic link to {}",
             target.display()
+        ),
+    }
+}
+
+/// Loads the plugins folder and creates the adapter of channel `name` only: for
+/// one-off channel operations from the command line.
+pub fn open_one(config: &Config, name: &str) -> anyhow::Result<std::sync::Arc<Adapter>> {
+    let Some((i, channel)) = config
+        .channels
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name == name)
+    else {
+        let names: Vec<_> = config.channels.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "no channel {name:?} in the config (channels: {})",
+            names.join(", ")
+        );
+    };
+    if !channel.enabled {
+        bail!("channels[{i}] ({name}) is disabled in the config");
+    }
+    let dir = &config.server.plugins_dir;
+    let set = read(config)?;
+    let Some(library) = set.get(&channel.plugin) else {
+        bail!(
+            "{}: channels[{i}].plugin: no plugin {:?} in {}",
+            config.file,
+            channel.plugin,
+            dir.display()
+        );
+    };
+    match new_adapter(library, name, &channel.settings_json()) {
+        Ok(adapter) => Ok(std::sync::Arc::new(adapter)),
+        Err(err) if err.kind == ErrorKind::INVALID_SETTINGS => {
+            bail!("{}: channels[{i}] ({name}): {}", config.file, err.message)
+        }
+        Err(err) => bail!(
+            "channels[{i}] ({name}): the {} plugin could not create the adapter: {err}",
+            library.info.id
         ),
     }
 }
