@@ -116,6 +116,10 @@ struct Inner {
     /// Set when the shutdown's grace is over: no send starts after it, so that the
     /// events not begun stay in the queue untouched for the next start.
     stopped: std::sync::atomic::AtomicBool,
+    /// Sends between their start mark and the record of their outcome.
+    sending: std::sync::atomic::AtomicUsize,
+    /// Notified when `sending` drops to 0.
+    sends_done: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -164,6 +168,8 @@ impl Dispatcher {
                 retry_for: settings.retry_for,
                 resend_unknown: settings.resend_unknown,
                 stopped: std::sync::atomic::AtomicBool::new(false),
+                sending: std::sync::atomic::AtomicUsize::new(0),
+                sends_done: Notify::new(),
                 metrics,
             }),
         }
@@ -372,6 +378,49 @@ impl Dispatcher {
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 return self.depth() == 0;
             }
+        }
+    }
+
+    /// After [`Dispatcher::drain`]: waits (at most `within`) until every send that
+    /// had started has its outcome written to the queue; says whether all did.
+    pub async fn sends_recorded(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let done = self.inner.sends_done.notified();
+            if self.inner.sending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// One send between its start mark and the record of its outcome, counted in
+/// [`Inner::sending`] while it lives.
+struct Sending<'a>(&'a Inner);
+
+impl<'a> Sending<'a> {
+    /// Counts a send about to start, unless the host is stopping (`None`). Counted
+    /// before the check, so that a stopping host either sees it or it sees the stop.
+    fn start(inner: &'a Inner) -> Option<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        inner.sending.fetch_add(1, SeqCst);
+        let sending = Self(inner);
+        (!inner.stopped.load(SeqCst)).then_some(sending)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .sending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.sends_done.notify_waiters();
         }
     }
 }

@@ -39,6 +39,11 @@ use crate::{
     store::{now_ms, MemoryQueue, PostgresQueue, PostgresSettings, Queue, SqliteQueue},
 };
 
+/// How long a stopping host waits, once its adapters are shut down, for the outcomes
+/// of the sends they cut off to be written to the queue: a safety net, since a cut
+/// off send answers at once and its write takes a commit.
+const SENDS_RECORDED_WITHIN: Duration = Duration::from_secs(5);
+
 /// Connections open at once on the `[admin]` listener.
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
@@ -224,9 +229,8 @@ impl Server {
                 "events left queued for the next start (grace period over, or waiting for a retry)"
             );
         }
-        if let Err(err) = store.close().await {
-            tracing::warn!("{err}");
-        }
+        // The adapters stop first, with what is left of the grace: a send they cut
+        // off or refuse has its outcome written down while the queue is still open.
         for channel in state.roster.current().channels.values() {
             let left = grace.saturating_sub(started.elapsed());
             if let Some(adapter) = channel.adapter() {
@@ -234,6 +238,12 @@ impl Server {
                     .await
                     .ok();
             }
+        }
+        if !state.dispatcher.sends_recorded(SENDS_RECORDED_WITHIN).await {
+            tracing::warn!("sends still under way at the stop: their outcome will be unknown");
+        }
+        if let Err(err) = store.close().await {
+            tracing::warn!("{err}");
         }
         tracing::info!("stopped");
         Ok(())

@@ -94,6 +94,7 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Step {
             job.progress.sent = job.progress.started;
         }
     }
+    let mut _sending = None;
     while job.progress.sent < total {
         let index = job.progress.sent;
         let wait_ms = job.progress.retry_at_ms - now_ms();
@@ -107,9 +108,12 @@ pub(super) async fn deliver(inner: &Inner, job: &mut Job) -> Step {
             let until = channel.retry_at().map(Instant::from_std);
             return Step::Wait(until.map_or(Instant::now() + WAIT_BRIEFLY, |at| at.max(soon)));
         };
-        if inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        // Held until this send's outcome is written down: until the next send starts,
+        // or the job is finished or returned.
+        let Some(started_send) = super::Sending::start(inner) else {
             return Step::Stopped;
-        }
+        };
+        _sending = Some(started_send);
         match inner.store.start_send(&job.key, index).await {
             Ok(()) => {}
             Err(StoreError::Fenced) => return lost(job),
