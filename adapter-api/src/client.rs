@@ -41,7 +41,17 @@ impl CallCallback for CallDone {
     }
 }
 
+/// The details of the error a host's own deadline gives: told apart from a plugin
+/// that reported a `TIMEOUT` of its own (the channel's API not answering in time).
+const HOST_DEADLINE: &str = r#"{"host_deadline":true}"#;
+
 impl Adapter {
+    /// Whether `err` is this wrapper's own deadline cutting off a plugin that never
+    /// called back (a plugin failure), not a `TIMEOUT` the plugin reported.
+    pub fn missed_deadline(err: &AdapterError) -> bool {
+        err.kind == ErrorKind::TIMEOUT && err.details_json.as_str() == HOST_DEADLINE
+    }
+
     /// Wraps an adapter created by [`LoadedPlugin::new_adapter`](crate::LoadedPlugin::new_adapter).
     pub fn new(inner: ChannelAdapterBox) -> Self {
         Self { inner }
@@ -115,6 +125,56 @@ async fn wait<T>(
         Err(_) => Err(AdapterError::new(
             ErrorKind::TIMEOUT,
             format!("the plugin did not complete {what} within {timeout:?}"),
-        )),
+        )
+        .with_details_json(HOST_DEADLINE)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use abi_stable::std_types::RBox;
+
+    use super::*;
+    use crate::{CallCallbackBox, ChannelAdapter, ChannelAdapter_TO, SendCallbackBox};
+
+    /// An adapter whose sends never call back: it keeps their callbacks, unanswered.
+    #[derive(Default)]
+    struct Silent {
+        kept: Mutex<Vec<SendCallbackBox>>,
+    }
+
+    impl ChannelAdapter for Silent {
+        fn verify(&self, _: &WebhookRequest<'_>) -> Verdict {
+            Verdict::Accept
+        }
+        fn parse(&self, _: &WebhookRequest<'_>) -> RResult<RVec<InboundEvent>, AdapterError> {
+            RResult::ROk(RVec::new())
+        }
+        fn send(&self, _: OutboundMessage, done: SendCallbackBox) {
+            self.kept.lock().unwrap().push(done);
+        }
+        fn call(&self, _: RStr<'_>, _: RStr<'_>, _: CallCallbackBox) {}
+        fn shutdown(&self, _: u64) {}
+    }
+
+    #[tokio::test]
+    async fn only_the_wrappers_own_deadline_counts_as_a_missed_deadline() {
+        let silent: ChannelAdapter_TO<RBox<()>> =
+            ChannelAdapter_TO::from_value(Silent::default(), TD_Opaque);
+        let adapter = Adapter::new(silent);
+        let cut_off = adapter
+            .send(
+                OutboundMessage::text("p", "u", "hi"),
+                Duration::from_millis(1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(cut_off.kind, ErrorKind::TIMEOUT);
+        assert!(Adapter::missed_deadline(&cut_off), "{cut_off}");
+        // A TIMEOUT the plugin reports (the channel's API did not answer) is not.
+        let reported = AdapterError::new(ErrorKind::TIMEOUT, "the API did not answer");
+        assert!(!Adapter::missed_deadline(&reported));
     }
 }
