@@ -239,14 +239,7 @@ impl Api {
                 Err(Error::Api { status: 409, .. }) => return Ok((Value::Null, attempt)),
                 Err(err) if attempt < self.settings.max_attempts && retryable(&err) => {
                     may_have_arrived |= err.may_have_arrived();
-                    let wait = match &err {
-                        Error::Api { retry_after_ms, .. } if *retry_after_ms > 0 => *retry_after_ms,
-                        _ => self.settings.backoff_base_ms << (attempt - 1).min(10),
-                    };
-                    tokio::time::sleep(Duration::from_millis(
-                        wait / 2 + fastrand::u64(0..=wait / 2),
-                    ))
-                    .await;
+                    tokio::time::sleep(pause(&err, attempt, self.settings.backoff_base_ms)).await;
                     attempt += 1;
                 }
                 Err(err) if may_have_arrived => return Err(err.after_unknown_try()),
@@ -304,6 +297,22 @@ impl Api {
     }
 }
 
+/// How long a push waits after failed try number `attempt`: at least the
+/// `Retry-After` LINE gave (plus up to a tenth more, so that pushes told the same wait
+/// do not all come back at once); otherwise a backoff from `base_ms` that doubles per
+/// try, with jitter in its upper half.
+fn pause(err: &Error, attempt: u32, base_ms: u64) -> Duration {
+    match err {
+        Error::Api { retry_after_ms, .. } if *retry_after_ms > 0 => Duration::from_millis(
+            retry_after_ms.saturating_add(fastrand::u64(0..=retry_after_ms / 10)),
+        ),
+        _ => {
+            let wait = base_ms << attempt.saturating_sub(1).min(10);
+            Duration::from_millis(wait / 2 + fastrand::u64(0..=wait / 2))
+        }
+    }
+}
+
 fn retryable(err: &Error) -> bool {
     match err {
         Error::Api { retryable, .. } => *retryable,
@@ -353,6 +362,28 @@ fn uuid_v4(mut bytes: [u8; 16]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_push_waits_at_least_the_retry_after_line_gave_else_a_doubling_backoff() {
+        for _ in 0..200 {
+            let limited = super::Error::Api {
+                status: 429,
+                message: String::new(),
+                retryable: true,
+                retry_after_ms: 7000,
+            };
+            let wait = super::pause(&limited, 1, 100).as_millis();
+            assert!((7000..=7700).contains(&wait), "{wait}");
+            let failed = super::Error::Api {
+                status: 500,
+                message: String::new(),
+                retryable: true,
+                retry_after_ms: 0,
+            };
+            let wait = super::pause(&failed, 3, 100).as_millis();
+            assert!((200..=400).contains(&wait), "{wait}");
+        }
+    }
+
     use super::*;
 
     fn assert_v4_uuid(key: &str) {
