@@ -337,6 +337,25 @@ impl Host {
         crate::sample(&self.metrics().await, series).unwrap_or(0.0)
     }
 
+    /// `dmflow_sends_total` for `channel` and `outcome` (`ok`, `transient`, ...).
+    pub async fn sends(&self, channel: &str, outcome: &str) -> f64 {
+        self.metric(&format!(
+            "dmflow_sends_total{{channel=\"{channel}\",outcome=\"{outcome}\"}}"
+        ))
+        .await
+    }
+
+    /// The host's `/healthz` answer (from the `[admin]` listener when there is one).
+    pub async fn health(&self) -> serde_json::Value {
+        let base = self.admin_url.as_ref().unwrap_or(&self.url);
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .expect("host unreachable")
+            .json()
+            .await
+            .expect("/healthz is JSON")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -58,8 +58,7 @@ fn outage() -> Scripted {
 }
 
 async fn transient_failures(host: &Host) -> f64 {
-    host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"transient\"}")
-        .await
+    host.sends("messenger", "transient").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,9 +197,7 @@ async fn a_host_killed_with_sends_in_flight_does_not_send_them_again() {
     for text in &texts {
         assert_eq!(calls_with(&graph, text), 1, "{text} sent again");
     }
-    let unknown = restarted
-        .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"unknown\"}")
-        .await;
+    let unknown = restarted.sends("messenger", "unknown").await;
     assert_eq!(unknown, 4.0, "{}", restarted.log());
     assert!(restarted
         .log()
@@ -224,9 +221,7 @@ async fn with_resend_unknown_a_host_killed_with_sends_in_flight_loses_none() {
     for text in &texts {
         assert_eq!(calls_with(&graph, text), 2, "{text}");
     }
-    let unknown = restarted
-        .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"unknown\"}")
-        .await;
+    let unknown = restarted.sends("messenger", "unknown").await;
     assert_eq!(unknown, 4.0);
 }
 
@@ -271,9 +266,5 @@ async fn a_permanent_error_is_tried_once() {
     post_signed(&host, &message_from("7700", "refused")).await;
     control(&host, &graph, "7700").await;
     assert_eq!(calls_with(&graph, "refused"), 1, "{:#?}", graph.calls());
-    assert_eq!(
-        host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(host.sends("messenger", "permanent").await, 1.0);
 }

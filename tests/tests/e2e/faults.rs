@@ -19,11 +19,7 @@ fn message_from(user: &str) -> Vec<u8> {
 }
 
 async fn sends(host: &Host) -> f64 {
-    host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}")
-        .await
-        + host
-            .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}")
-            .await
+    host.sends("messenger", "ok").await + host.sends("messenger", "permanent").await
 }
 
 fn ok() -> Scripted {
@@ -104,16 +100,8 @@ async fn transient_failures_are_delivered_once_and_permanent_ones_given_up() {
             "{user}: wrong number of tries"
         );
     }
-    assert_eq!(
-        host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}")
-            .await,
-        3.0
-    );
-    assert_eq!(
-        host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"permanent\"}")
-            .await,
-        2.0
-    );
+    assert_eq!(host.sends("messenger", "ok").await, 3.0);
+    assert_eq!(host.sends("messenger", "permanent").await, 2.0);
     assert_eq!(
         host.metric("dmflow_send_retries_total{channel=\"messenger\"}")
             .await,

@@ -102,8 +102,7 @@ fn outage() -> Scripted {
 }
 
 async fn unknown(host: &Host) -> f64 {
-    host.metric("dmflow_sends_total{channel=\"messenger\",outcome=\"unknown\"}")
-        .await
+    host.sends("messenger", "unknown").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,10 +119,7 @@ async fn a_killed_hosts_events_are_answered_by_the_others() {
     }
     // The first host is trying the replies of its partitions when it dies.
     until("the first host to try its replies", || async {
-        hosts[0]
-            .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"transient\"}")
-            .await
-            >= 1.0
+        hosts[0].sends("messenger", "transient").await >= 1.0
     })
     .await;
     let mut dead = hosts.remove(0);
@@ -160,10 +156,7 @@ async fn a_host_paused_past_its_lease_sends_nothing_for_the_partitions_it_lost()
         post_signed(&paused, &message_from(&format!("8300{i}"), text)).await;
     }
     until("the paused host to try its replies", || async {
-        paused
-            .metric("dmflow_sends_total{channel=\"messenger\",outcome=\"transient\"}")
-            .await
-            >= 1.0
+        paused.sends("messenger", "transient").await >= 1.0
     })
     .await;
     signal(&paused, "STOP");

@@ -34,15 +34,6 @@ async fn post_to(host: &Host, channel: &str, id: &str) -> u16 {
         .as_u16()
 }
 
-async fn health(host: &Host) -> Value {
-    reqwest::get(format!("{}/healthz", host.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn channel_status<'a>(health: &'a Value, name: &str) -> &'a Value {
     health["channels"]
         .as_array()
@@ -100,13 +91,6 @@ fn taken_down(host: &Host, channel: &str, what: &str) -> usize {
         .count()
 }
 
-async fn replies_sent(host: &Host, channel: &str) -> f64 {
-    host.metric(&format!(
-        "dmflow_sends_total{{channel=\"{channel}\",outcome=\"ok\"}}"
-    ))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_whose_adapter_cannot_be_created_is_down_and_tried_again() {
     let graph = fake_graph().await;
@@ -130,7 +114,7 @@ async fn a_channel_whose_adapter_cannot_be_created_is_down_and_tried_again() {
 
     assert_eq!(post_to(&host, "refuses", "e1").await, 503);
     assert_eq!(post_to(&host, "explodes", "e2").await, 503);
-    let health = health(&host).await;
+    let health = host.health().await;
     assert_eq!(health["status"], "degraded");
     let refuses = channel_status(&health, "refuses");
     assert_eq!(refuses["status"], "down");
@@ -176,7 +160,7 @@ async fn while_one_channel_is_down_the_others_on_the_host_keep_answering() {
 
     assert_eq!(post_to(&host, "steady", "s2").await, 200);
     eventually(&host, "the steady channel's reply is sent", || async {
-        replies_sent(&host, "steady").await >= 1.0
+        host.sends("steady", "ok").await >= 1.0
     })
     .await;
     post_signed(&host, &fixture("message_text")).await;
@@ -186,7 +170,7 @@ async fn while_one_channel_is_down_the_others_on_the_host_keep_answering() {
         "the Messenger channel answers"
     );
 
-    let health = health(&host).await;
+    let health = host.health().await;
     assert_eq!(health["status"], "degraded");
     assert_eq!(channel_status(&health, "stuck")["status"], "down");
     assert_eq!(channel_status(&health, "steady")["status"], "up");
@@ -209,7 +193,7 @@ async fn an_adapter_whose_verify_panicked_is_rebuilt_and_then_answers() {
         let status = post_to(&host, "flaky", &format!("v{}", statuses.len())).await;
         statuses.push(status);
         if status != 200 {
-            let health = health(&host).await;
+            let health = host.health().await;
             if channel_status(&health, "flaky")["status"] == "down" {
                 seen_down.push(health);
             }
@@ -240,7 +224,7 @@ async fn an_adapter_whose_verify_panicked_is_rebuilt_and_then_answers() {
     );
 
     eventually(&host, "the reply is sent", || async {
-        replies_sent(&host, "flaky").await >= 1.0
+        host.sends("flaky", "ok").await >= 1.0
     })
     .await;
     assert_eq!(
@@ -253,7 +237,7 @@ async fn an_adapter_whose_verify_panicked_is_rebuilt_and_then_answers() {
             .await,
         2.0
     );
-    let health = health(&host).await;
+    let health = host.health().await;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(channel_status(&health, "flaky")["status"], "up");
 }
@@ -279,11 +263,11 @@ async fn an_adapter_that_keeps_panicking_is_never_given_up_on() {
         4.0
     );
     eventually(&host, "the reply is sent", || async {
-        replies_sent(&host, "brittle").await >= 1.0
+        host.sends("brittle", "ok").await >= 1.0
     })
     .await;
     assert_eq!(
-        channel_status(&health(&host).await, "brittle")["status"],
+        channel_status(&host.health().await, "brittle")["status"],
         "up"
     );
 }
@@ -300,9 +284,7 @@ async fn a_send_that_panics_or_never_calls_back_is_an_error_not_a_crash() {
     assert_eq!(post_to(&host, "panics", "s1").await, 200);
     assert_eq!(post_to(&host, "hangs", "s2").await, 200);
     eventually(&host, "the hanging send is cut off", || async {
-        host.metric("dmflow_sends_total{channel=\"hangs\",outcome=\"timeout\"}")
-            .await
-            >= 1.0
+        host.sends("hangs", "timeout").await >= 1.0
     })
     .await;
     eventually(&host, "the panicked adapter is rebuilt", || async {
@@ -311,11 +293,7 @@ async fn a_send_that_panics_or_never_calls_back_is_an_error_not_a_crash() {
             >= 1.0
     })
     .await;
-    assert_eq!(
-        host.metric("dmflow_sends_total{channel=\"panics\",outcome=\"panicked\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(host.sends("panics", "panicked").await, 1.0);
     assert_eq!(
         host.metric("dmflow_plugin_failures_total{channel=\"hangs\"}")
             .await,
@@ -353,16 +331,14 @@ async fn a_down_channels_accepted_events_wait_in_the_queue_and_are_each_sent_onc
         .write(builder.dir());
     host.hangup();
     eventually(&host, "the channel to go down", || async {
-        channel_status(&health(&host).await, "wobbly")["status"] == "down"
+        channel_status(&host.health().await, "wobbly")["status"] == "down"
     })
     .await;
     eventually(&host, "the hanging send to be cut off", || async {
-        host.metric("dmflow_sends_total{channel=\"wobbly\",outcome=\"timeout\"}")
-            .await
-            >= 1.0
+        host.sends("wobbly", "timeout").await >= 1.0
     })
     .await;
-    assert_eq!(replies_sent(&host, "wobbly").await, 0.0);
+    assert_eq!(host.sends("wobbly", "ok").await, 0.0);
     assert_eq!(
         host.metric("dmflow_queue_depth").await,
         2.0,
@@ -374,16 +350,16 @@ async fn a_down_channels_accepted_events_wait_in_the_queue_and_are_each_sent_onc
     builder.clone().channels(&channel("")).write(builder.dir());
     host.hangup();
     eventually(&host, "the waiting replies", || async {
-        replies_sent(&host, "wobbly").await >= 2.0
+        host.sends("wobbly", "ok").await >= 2.0
     })
     .await;
     crate::processed(&host).await;
     assert_eq!(post_to(&host, "wobbly", "w4").await, 200);
     eventually(&host, "the control reply", || async {
-        replies_sent(&host, "wobbly").await >= 3.0
+        host.sends("wobbly", "ok").await >= 3.0
     })
     .await;
-    assert_eq!(replies_sent(&host, "wobbly").await, 3.0);
+    assert_eq!(host.sends("wobbly", "ok").await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -420,13 +396,13 @@ async fn replies_wait_while_a_fresh_adapter_is_being_built_then_go_out_on_it() {
         &host,
         "the fresh adapter's build to be under way",
         || async {
-            let health = health(&host).await;
+            let health = host.health().await;
             let gate = channel_status(&health, "gate");
             gate["status"] == "down" && gate["retry_in_ms"] == 0
         },
     )
     .await;
-    assert_eq!(replies_sent(&host, "gate").await, 0.0);
+    assert_eq!(host.sends("gate", "ok").await, 0.0);
     assert_eq!(
         host.metric("dmflow_queue_depth").await,
         1.0,
@@ -436,11 +412,11 @@ async fn replies_wait_while_a_fresh_adapter_is_being_built_then_go_out_on_it() {
 
     std::fs::write(&barrier, "").unwrap();
     eventually(&host, "the waiting reply on the fresh adapter", || async {
-        replies_sent(&host, "gate").await >= 1.0
+        host.sends("gate", "ok").await >= 1.0
     })
     .await;
     crate::processed(&host).await;
-    assert_eq!(replies_sent(&host, "gate").await, 1.0);
+    assert_eq!(host.sends("gate", "ok").await, 1.0);
     assert_eq!(
         host.metric("dmflow_adapter_restarts_total{channel=\"gate\"}")
             .await,

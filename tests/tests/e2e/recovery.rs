@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{fake_graph, FakeGraph, Host, HostBuilder, Scripted};
+use e2e::{fake_graph, FakeGraph, HostBuilder, Scripted};
 
 use crate::{
     delivery::{delivered, message_from, until},
@@ -18,13 +18,6 @@ fn typing_indicators(graph: &FakeGraph) -> usize {
         .iter()
         .filter(|c| c.body["sender_action"] == "typing_on")
         .count()
-}
-
-async fn sends(host: &Host, outcome: &str) -> f64 {
-    host.metric(&format!(
-        "dmflow_sends_total{{channel=\"messenger\",outcome=\"{outcome}\"}}"
-    ))
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,10 +85,10 @@ async fn a_reply_sent_before_a_crash_is_not_sent_again_when_its_event_resumes() 
     )));
     graph.release();
     until("the text to be rescheduled", || async {
-        sends(&host, "transient").await >= 1.0
+        host.sends("messenger", "transient").await >= 1.0
     })
     .await;
-    assert_eq!(sends(&host, "ok").await, 1.0);
+    assert_eq!(host.sends("messenger", "ok").await, 1.0);
     tokio::task::block_in_place(|| host.kill());
     graph.set_outage(None);
 

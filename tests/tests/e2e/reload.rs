@@ -225,14 +225,7 @@ async fn post_reload_on_the_admin_listener_refuses_a_refused_setting_whole_and_a
     assert_eq!(answer["changed"], serde_json::json!([]));
     assert_eq!(post_to(&host, "shop", SHOP_SECRET, &body).await, 200);
 
-    let health: Value = client
-        .get(format!("{admin}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = host.health().await;
     assert_eq!(health["generation"], 2, "{health}");
     // Never on the public listener.
     let public = client
@@ -258,9 +251,7 @@ async fn a_removed_channel_gets_404_and_its_queued_replies_are_still_sent_once()
     let body = message_from("7640", "queued-at-the-shop");
     assert_eq!(post_to(&host, "shop", SHOP_SECRET, &body).await, 200);
     until("the shop's reply to fail once", || async {
-        host.metric("dmflow_sends_total{channel=\"shop\",outcome=\"transient\"}")
-            .await
-            >= 1.0
+        host.sends("shop", "transient").await >= 1.0
     })
     .await;
 
@@ -457,9 +448,8 @@ async fn a_send_under_way_when_its_channel_changes_finishes_on_the_old_adapter()
     graph.release();
     post_signed(&host, &message_from("7661", "on-the-new-one")).await;
 
-    let ok = "dmflow_sends_total{channel=\"messenger\",outcome=\"ok\"}";
     until("both sends to succeed", || async {
-        host.metric(ok).await >= 2.0
+        host.sends("messenger", "ok").await >= 2.0
     })
     .await;
     assert_eq!(token_of(&graph, "under-way"), page_token("1"));
